@@ -1,0 +1,197 @@
+"""Seeded sampling and prompt logprobs over a frozen copy of a model's weights.
+
+Tokens are drawn one at a time from the temperature-scaled, top-k / top-p filtered next-token
+distribution with a `torch.Generator` seeded per request, so the same seed gives the same
+tokens. The logprobs reported for sampled tokens are the model's own (temperature 1,
+unfiltered) logprobs, computed afterwards by `target_logprobs` over the whole sequence: the
+same function, on the same input, that a training forward over that sequence runs, so on-policy
+importance ratios are exactly 1. Prompt logprobs come from the same function too (position 0
+has no value and is NaN), so a snapshot reproduces the training forward bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from mock_server.engine.errors import InvalidInputError
+from mock_server.engine.model import (
+    Adapter,
+    BaseWeights,
+    last_position_logits,
+    target_logprobs,
+    topk_logprobs,
+)
+from mock_server.engine.tokenizer import decode_bytes
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    prompt: Tensor  # (L,) int64
+    seed: int  # the caller derives one when the client gave none
+    num_samples: int = 1
+    max_tokens: int = 16
+    temperature: float = 1.0  # 0 = greedy
+    top_k: int = -1  # <= 0 = no top-k filter
+    top_p: float = 1.0
+    stop_token_ids: tuple[int, ...] | None = None  # None = the model's EOS; () = never stop
+    stop_strings: tuple[str, ...] = ()
+    prompt_logprobs: bool = False
+    topk_prompt_logprobs: int = 0
+    target_prompt_logprobs: Tensor | None = None  # (L-1, K) int64 ids, -1 = no target
+
+
+@dataclass(frozen=True)
+class SampledSequence:
+    tokens: list[int]
+    logprobs: list[float]
+    stop_reason: str  # "stop" | "length"
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    sequences: list[SampledSequence]
+    prompt_logprobs: Tensor | None = None  # (L,) float32, NaN at position 0
+    topk_prompt_logprobs: tuple[Tensor, Tensor] | None = None  # ids (L, k), logprobs (L, k)
+    target_prompt_logprobs: Tensor | None = None  # (L-1, K) float32, 0.0 where id was -1
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def validate_spec(spec: SampleSpec, vocab_size: int, max_context: int) -> None:
+    prompt = spec.prompt
+    if prompt.dim() != 1 or prompt.numel() == 0 or prompt.dtype != torch.int64:
+        raise InvalidInputError("prompt", "expected a non-empty sequence of token ids")
+    if int(prompt.min()) < 0 or int(prompt.max()) >= vocab_size:
+        raise InvalidInputError("prompt", f"token ids must lie in [0, {vocab_size})")
+    if spec.num_samples < 1:
+        raise InvalidInputError("num_samples", f"must be >= 1, got {spec.num_samples}")
+    if spec.max_tokens < 1:
+        raise InvalidInputError(
+            "sampling_params.max_tokens", f"must be >= 1, got {spec.max_tokens}"
+        )
+    if prompt.numel() + spec.max_tokens > max_context:
+        raise InvalidInputError(
+            "sampling_params.max_tokens",
+            f"prompt ({prompt.numel()}) + max_tokens ({spec.max_tokens}) exceeds the "
+            f"context length {max_context}",
+        )
+    if not (spec.temperature >= 0 and spec.temperature < float("inf")):
+        raise InvalidInputError(
+            "sampling_params.temperature", f"must be >= 0, got {spec.temperature}"
+        )
+    if not 0 < spec.top_p <= 1:
+        raise InvalidInputError("sampling_params.top_p", f"must be in (0, 1], got {spec.top_p}")
+    if spec.topk_prompt_logprobs < 0:
+        raise InvalidInputError("topk_prompt_logprobs", "must be >= 0")
+    for token in spec.stop_token_ids or ():
+        if not 0 <= token < vocab_size:
+            raise InvalidInputError(
+                "sampling_params.stop", f"stop token {token} outside the vocabulary"
+            )
+    targets = spec.target_prompt_logprobs
+    if targets is not None:
+        if targets.dim() != 2 or targets.shape[0] != prompt.numel() - 1:
+            raise InvalidInputError(
+                "target_prompt_logprobs",
+                f"expected shape [L-1, K] = [{prompt.numel() - 1}, K], got {list(targets.shape)}",
+            )
+        if targets.numel() and (int(targets.min()) < -1 or int(targets.max()) >= vocab_size):
+            raise InvalidInputError("target_prompt_logprobs", "ids must be -1 or in the vocabulary")
+
+
+def _filtered_logits(logits: Tensor, spec: SampleSpec) -> Tensor:
+    logits = logits / spec.temperature
+    if 0 < spec.top_k < logits.numel():
+        kth = logits.topk(spec.top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if spec.top_p < 1.0:
+        sorted_logits, order = logits.sort(descending=True)
+        cumulative = torch.softmax(sorted_logits, dim=0).cumsum(dim=0)
+        # Drop a token once the tokens before it already reach top_p (the first always stays).
+        drop_sorted = (cumulative - torch.softmax(sorted_logits, dim=0)) >= spec.top_p
+        logits = logits.masked_fill(
+            torch.zeros_like(drop_sorted).scatter(0, order, drop_sorted), float("-inf")
+        )
+    return logits
+
+
+def _stops(generated: list[int], stop_ids: tuple[int, ...], stop_strings: tuple[str, ...]) -> bool:
+    if generated[-1] in stop_ids:
+        return True
+    if stop_strings:
+        text = decode_bytes(generated).decode("utf-8", errors="replace")
+        return any(s in text for s in stop_strings)
+    return False
+
+
+def sample(base: BaseWeights, weights: Adapter, spec: SampleSpec) -> SampleResult:
+    validate_spec(spec, base.spec.vocab_size, base.spec.max_context_length)
+    stop_ids = (base.spec.eos_token_id,) if spec.stop_token_ids is None else spec.stop_token_ids
+    generator = torch.Generator().manual_seed(spec.seed)
+    prompt = spec.prompt
+    with torch.no_grad():
+        sequences = []
+        for _ in range(spec.num_samples):
+            generated: list[int] = []
+            stop_reason = "length"
+            for _ in range(spec.max_tokens):
+                context = torch.cat([prompt, torch.tensor(generated, dtype=torch.int64)])
+                logits = last_position_logits(base, weights, context)
+                if spec.temperature == 0:
+                    token = int(logits.argmax())
+                else:
+                    probs = torch.softmax(_filtered_logits(logits, spec), dim=0)
+                    token = int(torch.multinomial(probs, 1, generator=generator))
+                generated.append(token)
+                if _stops(generated, stop_ids, spec.stop_strings):
+                    stop_reason = "stop"
+                    break
+            full = torch.cat([prompt, torch.tensor(generated, dtype=torch.int64)])
+            logprobs = target_logprobs(base, weights, full[:-1], full[1:])[prompt.numel() - 1 :]
+            sequences.append(SampledSequence(generated, logprobs.tolist(), stop_reason))
+        return SampleResult(
+            sequences=sequences,
+            prompt_logprobs=_prompt_logprobs(base, weights, prompt)
+            if spec.prompt_logprobs
+            else None,
+            topk_prompt_logprobs=_topk_prompt(base, weights, prompt, spec.topk_prompt_logprobs),
+            target_prompt_logprobs=_target_prompt(
+                base, weights, prompt, spec.target_prompt_logprobs
+            ),
+        )
+
+
+def _prompt_logprobs(base: BaseWeights, weights: Adapter, prompt: Tensor) -> Tensor:
+    first = torch.full((1,), float("nan"))
+    if prompt.numel() < 2:
+        return first
+    return torch.cat([first, target_logprobs(base, weights, prompt[:-1], prompt[1:])])
+
+
+def _topk_prompt(
+    base: BaseWeights, weights: Adapter, prompt: Tensor, k: int
+) -> tuple[Tensor, Tensor] | None:
+    """Row t (t >= 1) holds the k most likely tokens at prompt position t; row 0 is empty."""
+    if k == 0:
+        return None
+    ids = torch.zeros(prompt.numel(), k, dtype=torch.int64)
+    values = torch.full((prompt.numel(), k), -99999.0)
+    if prompt.numel() >= 2:
+        top_ids, top_values = topk_logprobs(base, weights, prompt[:-1], k)
+        ids[1:, : top_ids.shape[1]] = top_ids
+        values[1:, : top_values.shape[1]] = top_values
+    return ids, values
+
+
+def _target_prompt(
+    base: BaseWeights, weights: Adapter, prompt: Tensor, targets: Tensor | None
+) -> Tensor | None:
+    if targets is None:
+        return None
+    if targets.shape[0] == 0:
+        return torch.zeros(targets.shape)
+    present = targets >= 0
+    logprobs = target_logprobs(base, weights, prompt[:-1], targets.clamp(min=0))
+    return torch.where(present, logprobs, torch.zeros(()))
