@@ -21,6 +21,8 @@ from mock_server.engine.sampling import SampledSequence, SampleResult, SampleSpe
 from mock_server.engine.training import (
     AdamConfig,
     DatumInput,
+    DatumLoss,
+    DatumLossResult,
     ForwardBackwardResult,
     OptimizerState,
     TrainingModel,
@@ -32,6 +34,8 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "DatumInput",
+    "DatumLoss",
+    "DatumLossResult",
     "Engine",
     "EngineConfig",
     "EngineError",

@@ -19,7 +19,7 @@ The caller (a front end) guarantees that calls on one model never overlap.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -48,6 +48,17 @@ class DatumInput:
 class ForwardBackwardResult:
     loss_fn_outputs: list[dict[str, Tensor]]  # per datum, input order: logprobs, elementwise_loss
     metrics: dict[str, float]  # "name:reduction" keys; always has "loss:sum"
+
+
+@dataclass(frozen=True)
+class DatumLossResult:
+    loss: Tensor  # scalar; summed over datums into the request's loss
+    outputs: dict[str, Tensor]  # extra per-datum outputs next to "logprobs"
+    metrics: dict[str, Tensor]  # "name:sum" or "name:mean" scalars
+
+
+# (logprobs shaped like target_tokens, the datum's loss_fn_inputs) -> its loss
+DatumLoss = Callable[[Tensor, Mapping[str, Tensor]], DatumLossResult]
 
 
 @dataclass(frozen=True)
@@ -128,26 +139,78 @@ class TrainingModel:
         loss_fn_config: Mapping[str, ConfigValue] | None = None,
         forward_only: bool = False,
     ) -> ForwardBackwardResult:
+        """A built-in loss: per-token elementwise losses, summed over tokens and datums."""
         loss = get_loss(loss_fn)
         config = loss.resolve_config(loss_fn_config or {})
         for index, datum in enumerate(data):
             self.validate_tokens(index, datum.tokens)
             loss.validate(index, datum.tokens.shape[0], datum.loss_fn_inputs, self.vocab_size)
 
+        def datum_loss(logprobs: Tensor, inputs: Mapping[str, Tensor]) -> DatumLossResult:
+            elementwise = loss.elementwise(logprobs, inputs, config)
+            return DatumLossResult(elementwise.sum(), {"elementwise_loss": elementwise}, {})
+
+        return self._run(data, datum_loss, forward_only)
+
+    def forward_backward_per_datum(
+        self,
+        data: Sequence[DatumInput],
+        datum_loss: DatumLoss,
+        forward_only: bool = False,
+    ) -> ForwardBackwardResult:
+        """A loss given as a function of one datum's logprobs (e.g. an uploaded custom loss).
+
+        The caller validates `loss_fn_inputs` beyond target_tokens. Datum losses are summed;
+        metrics "name:sum" are summed over datums and "name:mean" averaged over datums.
+        """
+        for index, datum in enumerate(data):
+            self.validate_tokens(index, datum.tokens)
+            targets = datum.loss_fn_inputs.get("target_tokens")
+            if targets is None or targets.dtype != torch.int64 or targets.dim() not in (1, 2):
+                raise InvalidInputError(
+                    f"data[{index}].loss_fn_inputs.target_tokens", "required: int64 [N] or [N, K]"
+                )
+            if targets.shape[0] != datum.tokens.shape[0]:
+                raise InvalidInputError(
+                    f"data[{index}].loss_fn_inputs.target_tokens",
+                    f"first dimension {targets.shape[0]} != model_input length "
+                    f"{datum.tokens.shape[0]}",
+                )
+            if targets.numel() and (
+                int(targets.min()) < 0 or int(targets.max()) >= self.vocab_size
+            ):
+                raise InvalidInputError(
+                    f"data[{index}].loss_fn_inputs.target_tokens",
+                    f"token ids must lie in [0, {self.vocab_size})",
+                )
+        return self._run(data, datum_loss, forward_only)
+
+    def _run(
+        self, data: Sequence[DatumInput], datum_loss: DatumLoss, forward_only: bool
+    ) -> ForwardBackwardResult:
         outputs: list[dict[str, Tensor]] = []
+        metric_sums: dict[str, float] = {}
         total = torch.zeros(())
         with torch.set_grad_enabled(not forward_only):
             for datum in data:
                 targets = datum.loss_fn_inputs["target_tokens"]
                 logprobs = target_logprobs(self.base, self.adapter, datum.tokens, targets)
-                elementwise = loss.elementwise(logprobs, datum.loss_fn_inputs, config)
-                total = total + elementwise.sum()
+                result = datum_loss(logprobs, datum.loss_fn_inputs)
+                total = total + result.loss  # left to right: a fixed reduction order
                 outputs.append(
-                    {"logprobs": logprobs.detach(), "elementwise_loss": elementwise.detach()}
+                    {"logprobs": logprobs.detach()}
+                    | {name: t.detach() for name, t in result.outputs.items()}
                 )
+                for key, value in result.metrics.items():
+                    metric_sums[key] = metric_sums.get(key, 0.0) + float(value.detach())
             if not forward_only and total.requires_grad:
                 total.backward()  # type: ignore[no-untyped-call]
-        return ForwardBackwardResult(outputs, {"loss:sum": float(total.detach())})
+        metrics = {
+            key: value / len(data) if key.endswith(":mean") else value
+            for key, value in metric_sums.items()
+        }
+        metrics["loss:sum"] = float(total.detach())
+        return ForwardBackwardResult(outputs, metrics)
 
     def has_gradient(self) -> bool:
         return any(p.grad is not None for p in self.adapter.values())
