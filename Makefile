@@ -1,0 +1,50 @@
+# The README's commands. Every target that needs Python sets up .venv first (once).
+#   make demo           set up, then run the custom-loss example against an embedded mock server
+#   make test           set up, then codegen check + lint + type check + the whole test suite
+#   make generate       regenerate tinker_ref/_proto from proto/
+#   make checkgenerate  fail if regenerating would change a committed file
+#   make bench          side-by-side benchmarks (benchmarks/README.md)
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint typecheck generate checkgenerate bench clean
+
+# torch is pinned first: `torch==2.13.0` is the CPU wheel already on disk here; an unpinned
+# torch would pull a multi-GB CUDA build. pyproject.toml only declares a compatible range.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/python examples/custom_loss_training.py
+
+test: checkgenerate lint typecheck
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+generate: setup
+	$(BIN)/python scripts/generate_proto.py
+
+checkgenerate: generate
+	git diff --exit-code -- tinker_ref/_proto
+	@test -z "$$(git status --porcelain -- tinker_ref/_proto)" || \
+		{ echo "make generate produced files that are not committed:"; git status --porcelain -- tinker_ref/_proto; exit 1; }
+
+bench: setup
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

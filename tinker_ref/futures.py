@@ -1,0 +1,72 @@
+"""Futures and the event loop the client runs on.
+
+Each `ServiceClient` owns one `EventLoopThread`: an asyncio loop on a daemon thread where all of
+its network I/O happens. Public methods submit coroutines to it and hand back an `APIFuture`,
+which can be waited on from plain code (`.result(timeout=...)`) or awaited from any event loop
+(`await future`). There is no global loop: two ServiceClients never share state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Coroutine, Generator
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class APIFuture(Generic[T]):
+    """The eventual result of one client call."""
+
+    def __init__(self, future: concurrent.futures.Future[T]) -> None:
+        self._future = future
+
+    def result(self, timeout: float | None = None) -> T:
+        """Block until the result is there; TimeoutError after `timeout` seconds."""
+        return self._future.result(timeout)
+
+    async def result_async(self) -> T:
+        return await asyncio.wrap_future(self._future)
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self.result_async().__await__()
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        return self._future.exception(timeout)
+
+    def add_done_callback(self, callback: Any) -> None:
+        self._future.add_done_callback(lambda _: callback(self))
+
+
+class EventLoopThread:
+    """An asyncio loop running on its own daemon thread until `close()`."""
+
+    def __init__(self, name: str = "tinker-ref") -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def submit(self, coroutine: Coroutine[Any, Any, T]) -> APIFuture[T]:
+        return APIFuture(asyncio.run_coroutine_threadsafe(coroutine, self.loop))
+
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run `coroutine` on the loop and wait for it (never call this from the loop itself)."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("EventLoopThread.run() called from its own loop; await instead")
+        return self.submit(coroutine).result(timeout)
+
+    def close(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()

@@ -1,0 +1,74 @@
+"""SamplingClient: sampling and prompt logprobs from a frozen snapshot (or a base model).
+
+Sample requests are numbered from 0 per client (`seq_id`), as the official SDK numbers them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+from typing import TYPE_CHECKING
+
+from tinker_ref.futures import APIFuture
+from tinker_ref.types import ModelInput, SampleResponse, SamplingParams
+
+if TYPE_CHECKING:
+    from tinker_ref.service_client import ServiceClient
+
+
+class SamplingClient:
+    def __init__(self, service: ServiceClient, sampling_session_id: str, base_model: str) -> None:
+        self.service = service
+        self.sampling_session_id = sampling_session_id
+        self.base_model = base_model
+        self._seq_ids = itertools.count()
+        self._lock = threading.Lock()
+
+    def _next_seq_id(self) -> int:
+        with self._lock:
+            return next(self._seq_ids)
+
+    def sample(
+        self,
+        prompt: ModelInput,
+        num_samples: int,
+        sampling_params: SamplingParams,
+        include_prompt_logprobs: bool = False,
+        topk_prompt_logprobs: int = 0,
+    ) -> APIFuture[SampleResponse]:
+        """`num_samples` completions of `prompt`; a `sampling_params.seed` makes them repeatable."""
+        seq_id = self._next_seq_id()
+
+        async def run() -> SampleResponse:
+            pending = await self.service.transport.sample(
+                self.sampling_session_id,
+                seq_id,
+                prompt,
+                num_samples,
+                sampling_params,
+                include_prompt_logprobs,
+                topk_prompt_logprobs,
+            )
+            return await pending.result()
+
+        return self.service.loop.submit(run())
+
+    def compute_logprobs(self, prompt: ModelInput) -> APIFuture[list[float | None]]:
+        """log p(token_t | tokens_<t) for every prompt token; None for the first."""
+        inner = self.sample(
+            prompt,
+            1,
+            SamplingParams(max_tokens=1, temperature=1.0, top_k=-1, top_p=1.0),
+            include_prompt_logprobs=True,
+        )
+
+        async def run() -> list[float | None]:
+            response = await inner
+            values = response.prompt_logprobs or []
+            return [None if v is None or math.isnan(v) else v for v in values]
+
+        return self.service.loop.submit(run())
+
+    def __repr__(self) -> str:
+        return f"SamplingClient({self.sampling_session_id!r}, base_model={self.base_model!r})"

@@ -1,0 +1,304 @@
+"""TrainingClient: one LoRA model being trained, ops executed in seq_id order.
+
+Every op reserves its request id synchronously, when the method is called; wire
+`seq_id = request id + 1` (the model's creation is seq 0). Ops are *submitted* strictly in
+that order (op k+1's POST waits until op k's POST was accepted) while their results are awaited
+concurrently, exactly as the official SDK does. Hence an `optim_step` called right after
+`forward_backward_custom` gets a later id and runs after the custom loss's backward pass, even
+though that pass is only sent once the forward results are back and the loss is computed.
+
+A failure inside `forward_backward_custom` (the user's loss raised, say) leaves reserved ids
+that can never be sent; the client is then *poisoned*: every waiting and later op raises
+ClientPoisonedError naming the cause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from tinker_ref.chunking import chunk_data
+from tinker_ref.custom_loss import CustomLossFn, forward_phase_data, run_custom_loss
+from tinker_ref.errors import ClientPoisonedError
+from tinker_ref.futures import APIFuture, EventLoopThread
+from tinker_ref.metrics import combine_chunk_results, merge_custom_loss_metrics
+from tinker_ref.transport.base import ClientConfig, LossFnConfig, Pending, Transport
+from tinker_ref.types import AdamParams, Datum, ForwardBackwardOutput
+from tinker_ref.types.responses import (
+    GetInfoResponse,
+    LoadWeightsResponse,
+    OptimStepResponse,
+    SaveWeightsForSamplerResponse,
+    SaveWeightsResponse,
+)
+
+if TYPE_CHECKING:
+    from tinker_ref.sampling_client import SamplingClient
+    from tinker_ref.service_client import ServiceClient
+
+
+class TrainingClient:
+    def __init__(
+        self,
+        service: ServiceClient,
+        model_id: str,
+        info: GetInfoResponse,
+    ) -> None:
+        self.service = service
+        self.model_id = model_id
+        self._info = info
+        self._id_lock = threading.Lock()
+        self._next_request_id = 0
+        self._turn = 0  # request ids below this one have been submitted (or skipped by a failure)
+        self._turn_changed: asyncio.Condition | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def _loop(self) -> EventLoopThread:
+        return self.service.loop
+
+    @property
+    def _transport(self) -> Transport:
+        return self.service.transport
+
+    @property
+    def _config(self) -> ClientConfig:
+        return self.service.client_config
+
+    def get_info(self) -> GetInfoResponse:
+        """The model's info, fetched once when the client was created."""
+        return self._info
+
+    # ----- ordering ---------------------------------------------------------------------------
+
+    def _reserve(self, count: int) -> range:
+        with self._id_lock:
+            start = self._next_request_id
+            self._next_request_id += count
+            return range(start, start + count)
+
+    @asynccontextmanager
+    async def _turn_for(self, ids: range) -> AsyncIterator[None]:
+        """Wait until every earlier id was submitted; then submit `ids`; then pass the turn."""
+        if self._turn_changed is None:
+            self._turn_changed = asyncio.Condition()
+        condition = self._turn_changed
+        async with condition:
+            await condition.wait_for(lambda: self._turn >= ids.start or self._error is not None)
+            if self._error is not None:
+                raise ClientPoisonedError(
+                    f"an earlier request of this TrainingClient failed ({self._error!r}); "
+                    "it cannot accept further requests"
+                ) from self._error
+        try:
+            yield
+        finally:
+            async with condition:
+                self._turn = ids.stop
+                condition.notify_all()
+
+    async def _poison(self, error: BaseException) -> None:
+        if self._error is None:
+            self._error = error
+        if self._turn_changed is not None:
+            async with self._turn_changed:
+                self._turn_changed.notify_all()
+
+    async def _submit_chunks(
+        self,
+        ids: range,
+        chunks: Sequence[list[Datum]],
+        loss_fn: str,
+        loss_fn_config: LossFnConfig | None,
+        forward_only: bool,
+    ) -> list[Pending[ForwardBackwardOutput]]:
+        """POST the chunks of one call with seq_ids ids+1; the first chunk goes last, as the
+        SDK sends it, so the server must buffer early arrivals."""
+        order = (
+            [*range(1, len(chunks)), 0]
+            if self._config.parallel_fwdbwd_chunks
+            else list(range(len(chunks)))
+        )
+        pending: dict[int, Pending[ForwardBackwardOutput]] = {}
+        async with self._turn_for(ids):
+            for index in order:
+                pending[index] = await self._transport.forward_backward(
+                    self.model_id,
+                    ids[index] + 1,
+                    chunks[index],
+                    loss_fn,
+                    loss_fn_config,
+                    forward_only,
+                )
+        return [pending[index] for index in range(len(chunks))]
+
+    async def _gather(
+        self, pending: Sequence[Pending[ForwardBackwardOutput]]
+    ) -> ForwardBackwardOutput:
+        results = await asyncio.gather(*(p.result() for p in pending))
+        return combine_chunk_results(results)
+
+    def _chunks(self, data: Sequence[Datum]) -> list[list[Datum]]:
+        chunks = chunk_data(
+            data, self._config.fwdbwd_max_chunk_len, self._config.fwdbwd_max_chunk_bytes_count
+        )
+        if not chunks:
+            raise ValueError("no data provided")
+        return chunks
+
+    # ----- forward / backward -----------------------------------------------------------------
+
+    def forward(
+        self,
+        data: Sequence[Datum],
+        loss_fn: str,
+        loss_fn_config: LossFnConfig | None = None,
+    ) -> APIFuture[ForwardBackwardOutput]:
+        """Logprobs and loss without gradients (the server accumulates nothing)."""
+        return self._forward_backward(data, loss_fn, loss_fn_config, forward_only=True)
+
+    def forward_backward(
+        self,
+        data: Sequence[Datum],
+        loss_fn: str,
+        loss_fn_config: LossFnConfig | None = None,
+    ) -> APIFuture[ForwardBackwardOutput]:
+        """A built-in loss; its gradient is added to the model's buffer until `optim_step`."""
+        return self._forward_backward(data, loss_fn, loss_fn_config, forward_only=False)
+
+    def _forward_backward(
+        self,
+        data: Sequence[Datum],
+        loss_fn: str,
+        loss_fn_config: LossFnConfig | None,
+        forward_only: bool,
+    ) -> APIFuture[ForwardBackwardOutput]:
+        chunks = self._chunks(data)
+        ids = self._reserve(len(chunks))
+
+        async def run() -> ForwardBackwardOutput:
+            pending = await self._submit_chunks(ids, chunks, loss_fn, loss_fn_config, forward_only)
+            return await self._gather(pending)
+
+        return self._loop.submit(run())
+
+    def forward_backward_custom(
+        self, data: Sequence[Datum], loss_fn: CustomLossFn
+    ) -> APIFuture[ForwardBackwardOutput]:
+        """Train on any differentiable function of the per-datum logprobs.
+
+        `loss_fn(data, logprobs_list) -> (loss, metrics)` gets one logprob tensor per datum,
+        shaped like its `target_tokens`, in input order, and must return a scalar tensor. The
+        result's metrics are the backward pass's server metrics plus the user's metrics (keys
+        stringified, values Python numbers), with `loss:sum` = the custom loss and
+        `surrogate_loss:sum` = the server's cross-entropy surrogate.
+        """
+        user_data = list(data)
+        chunks = self._chunks(forward_phase_data(user_data))
+        ids = self._reserve(2 * len(chunks))
+        forward_ids, backward_ids = ids[: len(chunks)], ids[len(chunks) :]
+
+        async def run() -> ForwardBackwardOutput:
+            try:
+                pending = await self._submit_chunks(
+                    forward_ids, chunks, "cross_entropy", None, forward_only=True
+                )
+                forward = await self._gather(pending)
+                # The user's loss may be slow: keep the event loop (other ops' I/O) free.
+                custom = await asyncio.to_thread(
+                    run_custom_loss, user_data, forward.loss_fn_outputs, loss_fn
+                )
+                backward_chunks, start = [], 0
+                for chunk in chunks:  # the forward chunk boundaries: no gaps in reserved ids
+                    backward_chunks.append(custom.backward_data[start : start + len(chunk)])
+                    start += len(chunk)
+                pending = await self._submit_chunks(
+                    backward_ids, backward_chunks, "cross_entropy", None, forward_only=False
+                )
+                backward = await self._gather(pending)
+            except BaseException as exc:
+                await self._poison(exc)
+                raise
+            return ForwardBackwardOutput(
+                loss_fn_output_type=backward.loss_fn_output_type,
+                loss_fn_outputs=backward.loss_fn_outputs,
+                metrics=merge_custom_loss_metrics(backward.metrics, custom.loss, custom.metrics),
+            )
+
+        return self._loop.submit(run())
+
+    # ----- single-id ops ----------------------------------------------------------------------
+
+    def _single(self, submit: Any) -> APIFuture[Any]:
+        ids = self._reserve(1)
+
+        async def run() -> Any:
+            async with self._turn_for(ids):
+                pending = await submit(ids.start + 1)
+            return await pending.result()
+
+        return self._loop.submit(run())
+
+    def optim_step(self, adam_params: AdamParams | None = None) -> APIFuture[OptimStepResponse]:
+        """Apply AdamW with the accumulated gradient, then clear it."""
+        params = adam_params or AdamParams()
+        return self._single(lambda seq: self._transport.optim_step(self.model_id, seq, params))
+
+    def save_state(
+        self, name: str, ttl_seconds: int | None = None
+    ) -> APIFuture[SaveWeightsResponse]:
+        """Save weights and optimizer state as `tinker://<model_id>/weights/<name>`."""
+        return self._single(
+            lambda seq: self._transport.save_weights(self.model_id, seq, name, ttl_seconds)
+        )
+
+    def load_state(self, path: str) -> APIFuture[LoadWeightsResponse]:
+        """Load weights from a checkpoint path; the optimizer state starts fresh."""
+        return self._single(
+            lambda seq: self._transport.load_weights(self.model_id, seq, path, optimizer=False)
+        )
+
+    def load_state_with_optimizer(self, path: str) -> APIFuture[LoadWeightsResponse]:
+        """Load weights and Adam state, to continue a run exactly."""
+        return self._single(
+            lambda seq: self._transport.load_weights(self.model_id, seq, path, optimizer=True)
+        )
+
+    def save_weights_for_sampler(
+        self, name: str, ttl_seconds: int | None = None
+    ) -> APIFuture[SaveWeightsForSamplerResponse]:
+        """Snapshot the weights for sampling as `tinker://<model_id>/sampler_weights/<name>`."""
+        return self._single(
+            lambda seq: self._transport.save_weights_for_sampler(
+                self.model_id, seq, name, None, ttl_seconds
+            )
+        )
+
+    def save_weights_and_get_sampling_client(self) -> SamplingClient:
+        """Snapshot the current weights and return a client that samples from them."""
+        return self._loop.run(self.save_weights_and_get_sampling_client_async())
+
+    async def save_weights_and_get_sampling_client_async(self) -> SamplingClient:
+        from tinker_ref.sampling_client import SamplingClient
+
+        sampling_seq_id = self.service.next_sampling_session_seq_id()
+        ids = self._reserve(1)
+
+        async def run() -> SaveWeightsForSamplerResponse:
+            async with self._turn_for(ids):
+                pending = await self._transport.save_weights_for_sampler(
+                    self.model_id, ids.start + 1, None, sampling_seq_id, None
+                )
+            return await pending.result()
+
+        response = await self._loop.submit(run())
+        if response.sampling_session_id is None:
+            raise ValueError("the service returned no sampling_session_id for the snapshot")
+        base_model = self._info.model_data.model_name or self._info.model_name or ""
+        return SamplingClient(self.service, response.sampling_session_id, base_model)
+
+    def __repr__(self) -> str:
+        return f"TrainingClient(model_id={self.model_id!r})"

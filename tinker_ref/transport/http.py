@@ -1,0 +1,580 @@
+"""The Tinker HTTP wire, as the official SDK 0.38 speaks it (spec: tinker-http-wire.md).
+
+- Auth: `X-API-Key: tml-...` on every request; in JWT mode (`pjwt_auth_enabled`) the key is
+  exchanged at `POST /api/v1/auth/token` and the JWT is sent instead, refreshed before expiry.
+- Bodies: JSON everywhere except `forward_backward`, whose request is protobuf
+  (`application/x-protobuf`, zstd-compressed when the server's config asks for it); results
+  of forward/backward and sample futures come back as protobuf.
+- Futures: every training op answers `{"request_id"}` at once; `retrieve_future` is then
+  long-polled: `try_again` polls again at once, `complete_metadata` polls again for the payload,
+  `{"error", "category"}` raises RequestFailedError.
+- Retries: connection errors, 408, 409, 429 and 5xx are retried with exponential backoff
+  (`Retry-After` honoured up to 60 s) **with the same body**, so a retried op keeps its seq_id
+  and the server deduplicates it; nothing that mutates gradients is ever resent under a new
+  seq_id. A 400 without a body is a proxy glitch and retried too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import aiohttp
+
+from tinker_ref import __version__
+from tinker_ref.codec import (
+    decode_forward_backward_output,
+    decode_sample_response,
+    encode_forward_backward_request,
+    model_input_to_json,
+)
+from tinker_ref.errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    RequestFailedError,
+    status_error,
+)
+from tinker_ref.transport.base import ClientConfig, LossFnConfig
+from tinker_ref.types import (
+    AdamParams,
+    Datum,
+    ForwardBackwardOutput,
+    LoraConfig,
+    ModelInput,
+    SampleResponse,
+    SamplingParams,
+)
+from tinker_ref.types.responses import (
+    GetInfoResponse,
+    GetServerCapabilitiesResponse,
+    LoadWeightsResponse,
+    OptimStepResponse,
+    SaveWeightsForSamplerResponse,
+    SaveWeightsResponse,
+)
+
+T = TypeVar("T")
+PROTOBUF = "application/x-protobuf"
+_SDK_VERSION = "0.38.0"  # the wire version we speak; sent where the SDK sends its own
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_retries: int = 8  # attempts after the first, per request
+    initial_backoff: float = 0.5  # seconds; doubles per attempt
+    max_backoff: float = 10.0
+    max_retry_after: float = 60.0  # a larger Retry-After is not honoured
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    timeout: float = 60.0  # seconds per request
+    poll_timeout: float = 45.0  # retrieve_future; the server long-polls for < 45 s
+    retry: RetryPolicy = RetryPolicy()
+
+
+class _Response:
+    """A fully read HTTP response; header names lower-cased."""
+
+    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+        self.status, self.headers, self.body = status, headers, body
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body) if self.body else None
+        except ValueError:
+            return self.body.decode("utf-8", errors="replace")
+
+
+class HttpPending(Generic[T]):
+    """An accepted op: `result()` long-polls `retrieve_future` and decodes the outcome."""
+
+    def __init__(self, request_id: str, fetch: Callable[[str], Awaitable[T]]) -> None:
+        self._request_id, self._fetch = request_id, fetch
+
+    @property
+    def request_id(self) -> str:
+        return self._request_id
+
+    async def result(self) -> T:
+        return await self._fetch(self._request_id)
+
+
+class HttpTransport:
+    def __init__(self, base_url: str, api_key: str, options: HttpOptions | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self._options = options or HttpOptions()
+        self._session: aiohttp.ClientSession | None = None
+        self._config = ClientConfig()
+        self._jwt: str | None = None
+        self._jwt_expiry = 0.0
+
+    # ----- plumbing ---------------------------------------------------------------------------
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=None, connect=5)
+            )
+        return self._session
+
+    async def _credential(self) -> str:
+        if not self._config.pjwt_auth_enabled:
+            return self._api_key
+        if self._jwt is None or time.time() > self._jwt_expiry - 60:
+            response = await self._send("POST", "/auth/token", {}, auth=self._api_key)
+            token = (response.json() or {}).get("jwt")
+            if not isinstance(token, str):
+                raise APIStatusError(
+                    "auth/token answered without a jwt", status_code=response.status
+                )
+            self._jwt, self._jwt_expiry = token, _jwt_expiry(token)
+        return self._jwt
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        retries: bool = True,
+        auth: str | None = None,
+    ) -> _Response:
+        """One logical request: retried on transient failures with the same idempotency key."""
+        policy = self._options.retry
+        request_headers = {
+            "X-API-Key": auth if auth is not None else await self._credential(),
+            "User-Agent": f"tinker-ref/{__version__}",
+            **(headers or {}),
+        }
+        if method != "GET":
+            request_headers["X-Idempotency-Key"] = f"tinker-ref-{uuid.uuid4()}"
+        data = raw
+        if raw is None and body is not None:
+            data = json.dumps(body).encode()
+            request_headers.setdefault("Content-Type", "application/json")
+        url = f"{self.base_url}/api/v1{path}"
+        for attempt in range(policy.max_retries + 1):
+            retry_after: float | None = None
+            try:
+                async with self._client().request(
+                    method,
+                    url,
+                    data=data,
+                    headers=request_headers | {"x-stainless-retry-count": str(attempt)},
+                    timeout=aiohttp.ClientTimeout(total=timeout or self._options.timeout),
+                ) as http_response:
+                    response = _Response(
+                        http_response.status,
+                        {k.lower(): v for k, v in http_response.headers.items()},
+                        await http_response.read(),
+                    )
+            except TimeoutError as exc:
+                if not retries or attempt == policy.max_retries:
+                    raise APITimeoutError(f"{method} {path} timed out") from exc
+            except aiohttp.ClientError as exc:
+                if not retries or attempt == policy.max_retries:
+                    raise APIConnectionError(f"{method} {path} failed: {exc}") from exc
+            else:
+                if response.status < 400:
+                    return response
+                if not retries or not _retryable(response) or attempt == policy.max_retries:
+                    raise status_error(response.status, response.json())
+                retry_after = _retry_after(response.headers, policy.max_retry_after)
+            backoff = min(policy.initial_backoff * 2**attempt, policy.max_backoff)
+            await asyncio.sleep(
+                retry_after
+                if retry_after is not None
+                else backoff
+                * (
+                    1 - 0.25 * random.random()  # jitter, so clients don't retry in lockstep
+                )
+            )
+        raise AssertionError("unreachable")  # the loop always returns or raises
+
+    async def _submit(
+        self,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> str:
+        response = await self._send("POST", path, body, raw=raw, headers=headers)
+        request_id = (response.json() or {}).get("request_id")
+        if not isinstance(request_id, str):
+            raise APIStatusError(
+                f"{path} answered without a request_id: {response.body[:200]!r}",
+                status_code=response.status,
+            )
+        return request_id
+
+    async def _retrieve(
+        self, request_id: str, request_type: str, decode: Callable[[_Response], T]
+    ) -> T:
+        """Long-poll one future until it has an outcome (spec §3.3, §3.4)."""
+        allow_metadata_only = True
+        rate_limited = 0
+        bad_requests = 0
+        expects_proto = request_type in ("Forward", "ForwardBackward", "Sample")
+        for iteration in range(1_000_000):
+            try:
+                response = await self._send(
+                    "POST",
+                    "/retrieve_future",
+                    {"request_id": request_id, "allow_metadata_only": allow_metadata_only},
+                    headers={
+                        "Accept": PROTOBUF if expects_proto else "application/json",
+                        "X-Tinker-Request-Iteration": str(iteration),
+                        "X-Tinker-Request-Type": request_type,
+                    },
+                    timeout=self._options.poll_timeout,
+                    retries=False,
+                )
+            except APIStatusError as exc:
+                if exc.status_code == 408 or exc.status_code >= 500:
+                    continue  # still running, or a transient server fault: poll again
+                if exc.status_code == 429:
+                    rate_limited += 1
+                    await asyncio.sleep(min(2**rate_limited, 30))
+                    continue
+                if exc.status_code == 400 and bad_requests < 3:
+                    bad_requests += 1
+                    continue
+                raise
+            except APIConnectionError:
+                rate_limited += 1
+                await asyncio.sleep(min(2**rate_limited, 30))
+                continue
+            rate_limited = 0
+            if PROTOBUF in response.headers.get("content-type", ""):
+                return decode(response)
+            body = response.json()
+            if isinstance(body, dict) and body.get("type") == "try_again":
+                continue
+            if isinstance(body, dict) and body.get("status") == "complete_metadata":
+                allow_metadata_only = False
+                continue
+            if isinstance(body, dict) and "error" in body:
+                raise RequestFailedError(
+                    str(body["error"]),
+                    request_id=request_id,
+                    category=str(body.get("category", "unknown")),
+                )
+            return decode(response)
+        raise APITimeoutError(f"future {request_id} never completed")
+
+    def _pending(
+        self, request_id: str, request_type: str, decode: Callable[[_Response], T]
+    ) -> HttpPending[T]:
+        async def fetch(rid: str) -> T:
+            return await self._retrieve(rid, request_type, decode)
+
+        return HttpPending(request_id, fetch)
+
+    # ----- the API -----------------------------------------------------------------------------
+
+    async def start(self) -> ClientConfig:
+        response = await self._send(
+            "POST", "/client/config", {"sdk_version": _SDK_VERSION}, auth=self._api_key
+        )
+        self._config = ClientConfig.from_json(response.json() or {})
+        return self._config
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def get_server_capabilities(self) -> GetServerCapabilitiesResponse:
+        response = await self._send("GET", "/get_server_capabilities")
+        return GetServerCapabilitiesResponse.from_json(response.json())
+
+    async def create_session(
+        self, tags: Sequence[str], user_metadata: Mapping[str, str], project_id: str | None
+    ) -> str:
+        body: dict[str, Any] = {
+            "tags": list(tags),
+            "user_metadata": dict(user_metadata),
+            "sdk_version": _SDK_VERSION,
+            "type": "create_session",
+        }
+        if project_id is not None:
+            body["project_id"] = project_id
+        response = await self._send("POST", "/create_session", body)
+        return str(_field(response, "session_id"))
+
+    async def session_heartbeat(self, session_id: str) -> None:
+        await self._send(
+            "POST",
+            "/session_heartbeat",
+            {"session_id": session_id, "type": "session_heartbeat"},
+            timeout=10,
+            retries=False,
+        )
+
+    async def finish_session(self, session_id: str, reason: str) -> None:
+        await self._send(
+            "POST", f"/sessions/{session_id}/finish", {"reason": {"type": reason}, "detail": None}
+        )
+
+    async def create_model(
+        self,
+        session_id: str,
+        model_seq_id: int,
+        base_model: str,
+        lora: LoraConfig,
+        user_metadata: Mapping[str, str] | None,
+    ) -> HttpPending[str]:
+        body: dict[str, Any] = {
+            "session_id": session_id,
+            "model_seq_id": model_seq_id,
+            "base_model": base_model,
+        }
+        if user_metadata is not None:
+            body["user_metadata"] = dict(user_metadata)
+        body |= {
+            "lora_config": lora.to_json(),
+            "optimizer_config": {"type": "adamw"},
+            "type": "create_model",
+        }
+        request_id = await self._submit("/create_model", body)
+        return self._pending(request_id, "CreateModel", lambda r: str(_field(r, "model_id")))
+
+    async def get_info(self, model_id: str) -> GetInfoResponse:
+        response = await self._send("POST", "/get_info", {"model_id": model_id, "type": "get_info"})
+        return GetInfoResponse.from_json(response.json())
+
+    async def forward_backward(
+        self,
+        model_id: str,
+        seq_id: int,
+        data: Sequence[Datum],
+        loss_fn: str,
+        loss_fn_config: LossFnConfig | None,
+        forward_only: bool,
+    ) -> HttpPending[ForwardBackwardOutput]:
+        payload = encode_forward_backward_request(
+            model_id, seq_id, data, loss_fn, loss_fn_config, forward_only
+        )
+        headers = {"Content-Type": PROTOBUF}
+        if self._config.proto_compress_fwdbwd:
+            import zstandard
+
+            payload = zstandard.ZstdCompressor().compress(payload)
+            headers["Content-Encoding"] = "zstd"
+        request_id = await self._submit("/forward_backward", raw=payload, headers=headers)
+        return self._pending(
+            request_id,
+            "Forward" if forward_only else "ForwardBackward",
+            lambda r: decode_forward_backward_output(r.body),
+        )
+
+    async def optim_step(
+        self, model_id: str, seq_id: int, adam_params: AdamParams
+    ) -> HttpPending[OptimStepResponse]:
+        body = {
+            "model_id": model_id,
+            "seq_id": seq_id,
+            "type": "optim_step",
+            "adam_params": adam_params.to_json(),
+        }
+        request_id = await self._submit("/optim_step", body)
+        return self._pending(
+            request_id, "OptimStep", lambda r: OptimStepResponse.from_json(r.json() or {})
+        )
+
+    async def save_weights(
+        self, model_id: str, seq_id: int, name: str, ttl_seconds: int | None
+    ) -> HttpPending[SaveWeightsResponse]:
+        body: dict[str, Any] = {"model_id": model_id, "path": name, "seq_id": seq_id}
+        body["overwrite"] = False
+        if ttl_seconds is not None:
+            body["ttl_seconds"] = ttl_seconds
+        body["type"] = "save_weights"
+        request_id = await self._submit("/save_weights", body)
+        return self._pending(
+            request_id, "SaveWeights", lambda r: SaveWeightsResponse.from_json(r.json())
+        )
+
+    async def save_weights_for_sampler(
+        self,
+        model_id: str,
+        seq_id: int,
+        name: str | None,
+        sampling_session_seq_id: int | None,
+        ttl_seconds: int | None,
+    ) -> HttpPending[SaveWeightsForSamplerResponse]:
+        body: dict[str, Any] = {"model_id": model_id}
+        if name is not None:
+            body["path"] = name
+        if sampling_session_seq_id is not None:
+            body["sampling_session_seq_id"] = sampling_session_seq_id
+        body |= {"kind": "snapshot", "seq_id": seq_id}
+        if ttl_seconds is not None:
+            body["ttl_seconds"] = ttl_seconds
+        body["type"] = "save_weights_for_sampler"
+        request_id = await self._submit("/save_weights_for_sampler", body)
+        return self._pending(
+            request_id,
+            "SaveWeightsForSampler",
+            lambda r: SaveWeightsForSamplerResponse.from_json(r.json()),
+        )
+
+    async def load_weights(
+        self, model_id: str, seq_id: int, path: str, optimizer: bool
+    ) -> HttpPending[LoadWeightsResponse]:
+        body = {
+            "model_id": model_id,
+            "seq_id": seq_id,
+            "path": path,
+            "optimizer": optimizer,
+            "type": "load_weights",
+        }
+        request_id = await self._submit("/load_weights", body)
+        return self._pending(
+            request_id, "LoadWeights", lambda r: LoadWeightsResponse.from_json(r.json() or {})
+        )
+
+    async def create_model_from_state(
+        self,
+        session_id: str,
+        model_seq_id: int,
+        path: str,
+        optimizer: bool,
+        user_metadata: Mapping[str, str] | None,
+    ) -> HttpPending[LoadWeightsResponse]:
+        body: dict[str, Any] = {
+            "session_id": session_id,
+            "model_seq_id": model_seq_id,
+            "path": path,
+            "optimizer": optimizer,
+        }
+        if user_metadata is not None:
+            body["user_metadata"] = dict(user_metadata)
+        body["type"] = "load_weights"
+        request_id = await self._submit("/load_weights", body)
+        return self._pending(
+            request_id, "LoadWeights", lambda r: LoadWeightsResponse.from_json(r.json() or {})
+        )
+
+    async def create_sampling_session(
+        self,
+        session_id: str,
+        sampling_session_seq_id: int,
+        model_path: str | None,
+        base_model: str | None,
+    ) -> str:
+        body: dict[str, Any] = {
+            "session_id": session_id,
+            "sampling_session_seq_id": sampling_session_seq_id,
+        }
+        if model_path is not None:
+            body["model_path"] = model_path
+        if base_model is not None:
+            body["base_model"] = base_model
+        body["type"] = "create_sampling_session"
+        response = await self._send("POST", "/create_sampling_session", body)
+        return str(_field(response, "sampling_session_id"))
+
+    async def get_sampler_base_model(self, sampling_session_id: str) -> str:
+        response = await self._send("GET", f"/samplers/{sampling_session_id}")
+        return str(_field(response, "base_model"))
+
+    async def sample(
+        self,
+        sampling_session_id: str,
+        seq_id: int,
+        prompt: ModelInput,
+        num_samples: int,
+        sampling_params: SamplingParams,
+        include_prompt_logprobs: bool,
+        topk_prompt_logprobs: int,
+    ) -> HttpPending[SampleResponse]:
+        body = {
+            "num_samples": num_samples,
+            "prompt": model_input_to_json(prompt),
+            "sampling_params": sampling_params.to_json(),
+            "sampling_session_id": sampling_session_id,
+            "seq_id": seq_id,
+            "prompt_logprobs": include_prompt_logprobs,
+            "topk_prompt_logprobs": topk_prompt_logprobs,
+            "type": "sample",
+        }
+        response = await self._send(
+            "POST", "/asample", body, headers={"X-Tinker-Sampling-Backpressure": "1"}
+        )
+        request_id = _field(response, "request_id")
+        sequence_ids = _field(response, "sample_sequence_ids")
+
+        def decode(r: _Response) -> SampleResponse:
+            # The result carries no sequence ids; the submission did (as the SDK stamps them).
+            decoded = decode_sample_response(r.body)
+            return SampleResponse(
+                [
+                    seq.with_sequence_id(str(sid))
+                    for seq, sid in zip(decoded.sequences, sequence_ids, strict=False)
+                ],
+                decoded.prompt_logprobs_np,
+                decoded.topk_prompt_logprobs_np,
+                decoded.target_prompt_logprobs,
+                decoded.prompt_cache_hit_tokens,
+                decoded.prompt_alt_tokens,
+            )
+
+        return self._pending(str(request_id), "Sample", decode)
+
+
+def _field(response: _Response, key: str) -> Any:
+    body = response.json()
+    if not isinstance(body, dict) or body.get(key) is None:
+        raise APIStatusError(
+            f"the response lacks {key!r}: {response.body[:200]!r}", status_code=response.status
+        )
+    return body[key]
+
+
+def _retryable(response: _Response) -> bool:
+    should_retry = response.headers.get("x-should-retry")
+    if should_retry in ("true", "false"):
+        return should_retry == "true"
+    if response.status == 400 and not response.body:
+        return True  # a bare 400 is a proxy glitch, not the service's answer
+    return response.status in (408, 409, 429) or response.status >= 500
+
+
+def _retry_after(headers: Mapping[str, str], limit: float) -> float | None:
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) * scale
+        except ValueError:
+            continue
+        if 0 < seconds <= limit:
+            return seconds
+    return None
+
+
+def _jwt_expiry(token: str) -> float:
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return float(claims["exp"])
+    except (IndexError, ValueError, KeyError, TypeError) as exc:
+        raise APIStatusError(
+            f"auth/token returned an unusable jwt: {exc}", status_code=200
+        ) from exc
