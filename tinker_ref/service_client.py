@@ -4,7 +4,8 @@
     training = client.create_lora_training_client("Qwen/Qwen3-8B", rank=8)
 
 `base_url` defaults to `$TINKER_BASE_URL`, then to the production service; `api_key` to
-`$TINKER_API_KEY`. The session is created on first use; its heartbeat runs in the background
+`$TINKER_API_KEY`. `transport="grpc"` speaks the mock server's gRPC service instead, with
+`base_url` a gRPC target such as "127.0.0.1:50051". The session is created on first use; its heartbeat runs in the background
 every 10 s. Names and argument order follow the official SDK, so a script switches by
 changing its import.
 """
@@ -23,13 +24,14 @@ from tinker_ref.futures import EventLoopThread
 from tinker_ref.sampling_client import SamplingClient
 from tinker_ref.training_client import TrainingClient
 from tinker_ref.transport.base import ClientConfig, Transport
+from tinker_ref.transport.grpc import GrpcTransport
 from tinker_ref.transport.http import HttpTransport
 from tinker_ref.types import LoraConfig
 from tinker_ref.types.responses import GetServerCapabilitiesResponse
 
 DEFAULT_BASE_URL = "https://tinker.thinkingmachines.dev/services/tinker-prod"
 HEARTBEAT_SECONDS = 10.0
-TRANSPORTS = ("http",)
+TRANSPORTS = ("http", "grpc")
 
 
 def _api_key(api_key: str | None) -> str:
@@ -57,7 +59,13 @@ class ServiceClient:
                 f"unknown transport {transport!r}; available: {', '.join(TRANSPORTS)}"
             )
         self.base_url = base_url or os.environ.get("TINKER_BASE_URL") or DEFAULT_BASE_URL
-        self.transport: Transport = HttpTransport(self.base_url, _api_key(api_key))
+        self.transport: Transport
+        if transport == "grpc":
+            # base_url is a gRPC target: "host:port" (a "grpc://" prefix is accepted).
+            target = self.base_url.removeprefix("grpc://")
+            self.transport = GrpcTransport(target, _api_key(api_key))
+        else:
+            self.transport = HttpTransport(self.base_url, _api_key(api_key))
         self.loop = EventLoopThread()
         self._user_metadata = dict(user_metadata or {})
         self._tags = list(tags)

@@ -11,9 +11,9 @@ Every method raises only `tinker_ref.errors` exceptions.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from tinker_ref.types import (
     AdamParams,
@@ -33,6 +33,7 @@ from tinker_ref.types.responses import (
     SaveWeightsResponse,
 )
 
+T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 LossFnConfig = Mapping[str, float | str]
 
@@ -67,6 +68,20 @@ class Pending(Protocol[T_co]):
     def request_id(self) -> str: ...
 
     async def result(self) -> T_co: ...
+
+
+class DeferredResult(Generic[T]):
+    """A Pending whose result is fetched by a transport-supplied coroutine function."""
+
+    def __init__(self, request_id: str, fetch: Callable[[str], Awaitable[T]]) -> None:
+        self._request_id, self._fetch = request_id, fetch
+
+    @property
+    def request_id(self) -> str:
+        return self._request_id
+
+    async def result(self) -> T:
+        return await self._fetch(self._request_id)
 
 
 class Transport(Protocol):

@@ -22,9 +22,9 @@ import json
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -42,7 +42,7 @@ from tinker_ref.errors import (
     RequestFailedError,
     status_error,
 )
-from tinker_ref.transport.base import ClientConfig, LossFnConfig
+from tinker_ref.transport.base import ClientConfig, DeferredResult, LossFnConfig
 from tinker_ref.types import (
     AdamParams,
     Datum,
@@ -92,20 +92,6 @@ class _Response:
             return json.loads(self.body) if self.body else None
         except ValueError:
             return self.body.decode("utf-8", errors="replace")
-
-
-class HttpPending(Generic[T]):
-    """An accepted op: `result()` long-polls `retrieve_future` and decodes the outcome."""
-
-    def __init__(self, request_id: str, fetch: Callable[[str], Awaitable[T]]) -> None:
-        self._request_id, self._fetch = request_id, fetch
-
-    @property
-    def request_id(self) -> str:
-        return self._request_id
-
-    async def result(self) -> T:
-        return await self._fetch(self._request_id)
 
 
 class HttpTransport:
@@ -278,11 +264,11 @@ class HttpTransport:
 
     def _pending(
         self, request_id: str, request_type: str, decode: Callable[[_Response], T]
-    ) -> HttpPending[T]:
+    ) -> DeferredResult[T]:
         async def fetch(rid: str) -> T:
             return await self._retrieve(rid, request_type, decode)
 
-        return HttpPending(request_id, fetch)
+        return DeferredResult(request_id, fetch)
 
     # ----- the API -----------------------------------------------------------------------------
 
@@ -337,7 +323,7 @@ class HttpTransport:
         base_model: str,
         lora: LoraConfig,
         user_metadata: Mapping[str, str] | None,
-    ) -> HttpPending[str]:
+    ) -> DeferredResult[str]:
         body: dict[str, Any] = {
             "session_id": session_id,
             "model_seq_id": model_seq_id,
@@ -365,7 +351,7 @@ class HttpTransport:
         loss_fn: str,
         loss_fn_config: LossFnConfig | None,
         forward_only: bool,
-    ) -> HttpPending[ForwardBackwardOutput]:
+    ) -> DeferredResult[ForwardBackwardOutput]:
         payload = encode_forward_backward_request(
             model_id, seq_id, data, loss_fn, loss_fn_config, forward_only
         )
@@ -384,7 +370,7 @@ class HttpTransport:
 
     async def optim_step(
         self, model_id: str, seq_id: int, adam_params: AdamParams
-    ) -> HttpPending[OptimStepResponse]:
+    ) -> DeferredResult[OptimStepResponse]:
         body = {
             "model_id": model_id,
             "seq_id": seq_id,
@@ -398,7 +384,7 @@ class HttpTransport:
 
     async def save_weights(
         self, model_id: str, seq_id: int, name: str, ttl_seconds: int | None
-    ) -> HttpPending[SaveWeightsResponse]:
+    ) -> DeferredResult[SaveWeightsResponse]:
         body: dict[str, Any] = {"model_id": model_id, "path": name, "seq_id": seq_id}
         body["overwrite"] = False
         if ttl_seconds is not None:
@@ -416,7 +402,7 @@ class HttpTransport:
         name: str | None,
         sampling_session_seq_id: int | None,
         ttl_seconds: int | None,
-    ) -> HttpPending[SaveWeightsForSamplerResponse]:
+    ) -> DeferredResult[SaveWeightsForSamplerResponse]:
         body: dict[str, Any] = {"model_id": model_id}
         if name is not None:
             body["path"] = name
@@ -435,7 +421,7 @@ class HttpTransport:
 
     async def load_weights(
         self, model_id: str, seq_id: int, path: str, optimizer: bool
-    ) -> HttpPending[LoadWeightsResponse]:
+    ) -> DeferredResult[LoadWeightsResponse]:
         body = {
             "model_id": model_id,
             "seq_id": seq_id,
@@ -455,7 +441,7 @@ class HttpTransport:
         path: str,
         optimizer: bool,
         user_metadata: Mapping[str, str] | None,
-    ) -> HttpPending[LoadWeightsResponse]:
+    ) -> DeferredResult[LoadWeightsResponse]:
         body: dict[str, Any] = {
             "session_id": session_id,
             "model_seq_id": model_seq_id,
@@ -502,7 +488,7 @@ class HttpTransport:
         sampling_params: SamplingParams,
         include_prompt_logprobs: bool,
         topk_prompt_logprobs: int,
-    ) -> HttpPending[SampleResponse]:
+    ) -> DeferredResult[SampleResponse]:
         body = {
             "num_samples": num_samples,
             "prompt": model_input_to_json(prompt),

@@ -1,0 +1,450 @@
+"""The gRPC transport: the same operations over `tinker_ref.training.v1.TrainingService`.
+
+Semantics mirror the HTTP transport: ops return a FutureHandle, `RetrieveFuture` long-polls
+for the outcome, retries (UNAVAILABLE, RESOURCE_EXHAUSTED, ABORTED, DEADLINE_EXCEEDED,
+INTERNAL) resend the same request, so a retried op keeps its seq_id. The forward/backward
+request is sent as the bytes the shared codec produced, with no second encoding.
+gRPC errors become `tinker_ref.errors` exceptions here, at the edge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import grpc
+import grpc.aio
+
+from tinker_ref._proto.tinker_ref.training.v1 import training_pb2 as pb
+from tinker_ref._proto.tinker_ref.wire.v1 import wire_pb2
+from tinker_ref.codec import (
+    decode_forward_backward_output,
+    decode_sample_response,
+    encode_forward_backward_request,
+)
+from tinker_ref.codec.proto_tensor import write_chunk
+from tinker_ref.errors import (
+    APIConnectionError,
+    APITimeoutError,
+    RequestFailedError,
+    status_error,
+)
+from tinker_ref.transport.base import ClientConfig, DeferredResult, LossFnConfig
+from tinker_ref.transport.http import RetryPolicy
+from tinker_ref.types import (
+    AdamParams,
+    Datum,
+    ForwardBackwardOutput,
+    LoraConfig,
+    ModelInput,
+    SampleResponse,
+    SamplingParams,
+)
+from tinker_ref.types.responses import (
+    GetInfoResponse,
+    GetServerCapabilitiesResponse,
+    LoadWeightsResponse,
+    ModelData,
+    OptimStepResponse,
+    SaveWeightsForSamplerResponse,
+    SaveWeightsResponse,
+    SupportedModel,
+)
+
+T = TypeVar("T")
+_SERVICE = "/tinker_ref.training.v1.TrainingService/"
+
+# gRPC status -> the HTTP status the same failure has on the HTTP API.
+HTTP_STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.FAILED_PRECONDITION: 422,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.DATA_LOSS: 500,
+    grpc.StatusCode.UNAVAILABLE: 503,
+}
+_RETRYABLE = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.INTERNAL,
+}
+
+
+def _translate(error: grpc.aio.AioRpcError, method: str) -> Exception:
+    code = error.code()
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return APITimeoutError(f"{method} timed out")
+    if code == grpc.StatusCode.UNAVAILABLE and "connect" in (error.details() or "").lower():
+        return APIConnectionError(f"{method}: {error.details()}")
+    trailing = {k: v for k, v in (error.trailing_metadata() or ())}
+    body = {"detail": error.details(), "field": trailing.get("tinker-field")}
+    return status_error(HTTP_STATUS.get(code, 500), body)
+
+
+class GrpcTransport:
+    def __init__(
+        self, target: str, api_key: str, retry: RetryPolicy | None = None, timeout: float = 60.0
+    ) -> None:
+        self.target = target
+        self._metadata = (("x-api-key", api_key),)
+        self._retry = retry or RetryPolicy()
+        self._timeout = timeout
+        self._channel: grpc.aio.Channel | None = None
+
+    def _call(
+        self, method: str, request: Any, response_type: Any, *, raw: bool = False
+    ) -> Callable[[], Awaitable[Any]]:
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(
+                self.target,
+                options=[
+                    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                ],
+            )
+        stub = self._channel.unary_unary(
+            _SERVICE + method,
+            request_serializer=(lambda b: b) if raw else type(request).SerializeToString,
+            response_deserializer=response_type.FromString,
+        )
+        return lambda: stub(request, metadata=self._metadata, timeout=self._timeout)
+
+    async def _unary(
+        self,
+        method: str,
+        request: Any,
+        response_type: Any,
+        *,
+        raw: bool = False,
+        retries: bool = True,
+    ) -> Any:
+        call = self._call(method, request, response_type, raw=raw)
+        policy = self._retry
+        for attempt in range(policy.max_retries + 1):
+            try:
+                return await call()
+            except grpc.aio.AioRpcError as error:
+                if not retries or error.code() not in _RETRYABLE or attempt == policy.max_retries:
+                    raise _translate(error, method) from error
+            backoff = min(policy.initial_backoff * 2**attempt, policy.max_backoff)
+            await asyncio.sleep(backoff * (1 - 0.25 * random.random()))
+        raise AssertionError("unreachable")
+
+    async def _retrieve(
+        self, request_id: str, decode: Callable[[pb.RetrieveFutureResponse], T]
+    ) -> T:
+        while True:
+            response = await self._unary(
+                "RetrieveFuture",
+                pb.RetrieveFutureRequest(request_id=request_id),
+                pb.RetrieveFutureResponse,
+            )
+            outcome = response.WhichOneof("outcome")
+            if outcome == "try_again":
+                continue
+            if outcome == "failed":
+                raise RequestFailedError(
+                    response.failed.error, request_id=request_id, category=response.failed.category
+                )
+            return decode(response)
+
+    def _pending(
+        self, handle: pb.FutureHandle, decode: Callable[[pb.RetrieveFutureResponse], T]
+    ) -> DeferredResult[T]:
+        async def fetch(request_id: str) -> T:
+            return await self._retrieve(request_id, decode)
+
+        return DeferredResult(handle.request_id, fetch)
+
+    # ----- the API -----------------------------------------------------------------------------
+
+    async def start(self) -> ClientConfig:
+        config = await self._unary(
+            "GetClientConfig", pb.GetClientConfigRequest(sdk_version="0.38.0"), pb.ClientConfig
+        )
+        return ClientConfig(
+            fwdbwd_max_chunk_len=config.fwdbwd_max_chunk_len,
+            fwdbwd_max_chunk_bytes_count=config.fwdbwd_max_chunk_bytes_count,
+            parallel_fwdbwd_chunks=config.parallel_fwdbwd_chunks,
+            custom_loss_server_side=config.custom_loss_server_side,
+        )
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+
+    async def get_server_capabilities(self) -> GetServerCapabilitiesResponse:
+        response = await self._unary(
+            "GetServerCapabilities",
+            pb.GetServerCapabilitiesRequest(),
+            pb.GetServerCapabilitiesResponse,
+        )
+        return GetServerCapabilitiesResponse(
+            [
+                SupportedModel(m.model_name, m.max_context_length, m.trainable, m.sampleable)
+                for m in response.supported_models
+            ]
+        )
+
+    async def create_session(
+        self, tags: Sequence[str], user_metadata: Mapping[str, str], project_id: str | None
+    ) -> str:
+        request = pb.CreateSessionRequest(
+            tags=list(tags), user_metadata=dict(user_metadata), sdk_version="0.38.0"
+        )
+        if project_id is not None:
+            request.project_id = project_id
+        response = await self._unary("CreateSession", request, pb.CreateSessionResponse)
+        return str(response.session_id)
+
+    async def session_heartbeat(self, session_id: str) -> None:
+        await self._unary(
+            "SessionHeartbeat",
+            pb.SessionHeartbeatRequest(session_id=session_id),
+            pb.SessionHeartbeatResponse,
+            retries=False,
+        )
+
+    async def finish_session(self, session_id: str, reason: str) -> None:
+        await self._unary(
+            "FinishSession",
+            pb.FinishSessionRequest(session_id=session_id, reason=reason),
+            pb.FinishSessionResponse,
+        )
+
+    async def create_model(
+        self,
+        session_id: str,
+        model_seq_id: int,
+        base_model: str,
+        lora: LoraConfig,
+        user_metadata: Mapping[str, str] | None,
+    ) -> DeferredResult[str]:
+        lora_config = pb.LoraConfig(
+            rank=lora.rank,
+            train_mlp=lora.train_mlp,
+            train_attn=lora.train_attn,
+            train_unembed=lora.train_unembed,
+        )
+        if lora.seed is not None:
+            lora_config.seed = lora.seed
+        request = pb.CreateModelRequest(
+            session_id=session_id,
+            model_seq_id=model_seq_id,
+            base_model=base_model,
+            lora_config=lora_config,
+            user_metadata=dict(user_metadata or {}),
+        )
+        handle = await self._unary("CreateModel", request, pb.FutureHandle)
+        return self._pending(handle, lambda r: str(r.create_model.model_id))
+
+    async def get_info(self, model_id: str) -> GetInfoResponse:
+        response = await self._unary(
+            "GetInfo", pb.GetInfoRequest(model_id=model_id), pb.GetInfoResponse
+        )
+        return GetInfoResponse(
+            model_id=response.model_id,
+            model_data=ModelData(response.arch, response.model_name, response.tokenizer_id),
+            is_lora=response.is_lora,
+            lora_rank=response.lora_rank,
+            model_name=response.model_name,
+        )
+
+    async def forward_backward(
+        self,
+        model_id: str,
+        seq_id: int,
+        data: Sequence[Datum],
+        loss_fn: str,
+        loss_fn_config: LossFnConfig | None,
+        forward_only: bool,
+    ) -> DeferredResult[ForwardBackwardOutput]:
+        payload = encode_forward_backward_request(
+            model_id, seq_id, data, loss_fn, loss_fn_config, forward_only
+        )
+        handle = await self._unary("ForwardBackward", payload, pb.FutureHandle, raw=True)
+        return self._pending(
+            handle, lambda r: decode_forward_backward_output(r.forward_backward.SerializeToString())
+        )
+
+    async def optim_step(
+        self, model_id: str, seq_id: int, adam_params: AdamParams
+    ) -> DeferredResult[OptimStepResponse]:
+        request = pb.OptimStepRequest(
+            model_id=model_id, seq_id=seq_id, adam_params=pb.AdamParams(**adam_params.to_json())
+        )
+        handle = await self._unary("OptimStep", request, pb.FutureHandle)
+        return self._pending(handle, lambda r: OptimStepResponse(dict(r.optim_step.metrics)))
+
+    async def save_weights(
+        self, model_id: str, seq_id: int, name: str, ttl_seconds: int | None
+    ) -> DeferredResult[SaveWeightsResponse]:
+        request = pb.SaveWeightsRequest(model_id=model_id, seq_id=seq_id, path=name)
+        if ttl_seconds is not None:
+            request.ttl_seconds = ttl_seconds
+        handle = await self._unary("SaveWeights", request, pb.FutureHandle)
+        return self._pending(handle, lambda r: SaveWeightsResponse(r.save_weights.path))
+
+    async def save_weights_for_sampler(
+        self,
+        model_id: str,
+        seq_id: int,
+        name: str | None,
+        sampling_session_seq_id: int | None,
+        ttl_seconds: int | None,
+    ) -> DeferredResult[SaveWeightsForSamplerResponse]:
+        request = pb.SaveWeightsForSamplerRequest(model_id=model_id, seq_id=seq_id)
+        if name is not None:
+            request.path = name
+        if sampling_session_seq_id is not None:
+            request.sampling_session_seq_id = sampling_session_seq_id
+        if ttl_seconds is not None:
+            request.ttl_seconds = ttl_seconds
+        handle = await self._unary("SaveWeightsForSampler", request, pb.FutureHandle)
+
+        def decode(r: pb.RetrieveFutureResponse) -> SaveWeightsForSamplerResponse:
+            result = r.save_weights_for_sampler
+            return SaveWeightsForSamplerResponse(
+                result.path if result.HasField("path") else None,
+                result.sampling_session_id if result.HasField("sampling_session_id") else None,
+            )
+
+        return self._pending(handle, decode)
+
+    async def _load(self, request: pb.LoadWeightsRequest) -> DeferredResult[LoadWeightsResponse]:
+        handle = await self._unary("LoadWeights", request, pb.FutureHandle)
+        return self._pending(
+            handle,
+            lambda r: LoadWeightsResponse(
+                r.load_weights.path if r.load_weights.HasField("path") else None
+            ),
+        )
+
+    async def load_weights(
+        self, model_id: str, seq_id: int, path: str, optimizer: bool
+    ) -> DeferredResult[LoadWeightsResponse]:
+        return await self._load(
+            pb.LoadWeightsRequest(
+                existing_model=pb.ExistingModel(model_id=model_id, seq_id=seq_id),
+                path=path,
+                optimizer=optimizer,
+            )
+        )
+
+    async def create_model_from_state(
+        self,
+        session_id: str,
+        model_seq_id: int,
+        path: str,
+        optimizer: bool,
+        user_metadata: Mapping[str, str] | None,
+    ) -> DeferredResult[LoadWeightsResponse]:
+        return await self._load(
+            pb.LoadWeightsRequest(
+                new_model=pb.NewModel(
+                    session_id=session_id,
+                    model_seq_id=model_seq_id,
+                    user_metadata=dict(user_metadata or {}),
+                ),
+                path=path,
+                optimizer=optimizer,
+            )
+        )
+
+    async def create_sampling_session(
+        self,
+        session_id: str,
+        sampling_session_seq_id: int,
+        model_path: str | None,
+        base_model: str | None,
+    ) -> str:
+        request = pb.CreateSamplingSessionRequest(
+            session_id=session_id, sampling_session_seq_id=sampling_session_seq_id
+        )
+        if model_path is not None:
+            request.model_path = model_path
+        if base_model is not None:
+            request.base_model = base_model
+        response = await self._unary(
+            "CreateSamplingSession", request, pb.CreateSamplingSessionResponse
+        )
+        return str(response.sampling_session_id)
+
+    async def get_sampler_base_model(self, sampling_session_id: str) -> str:
+        response = await self._unary(
+            "GetSampler",
+            pb.GetSamplerRequest(sampling_session_id=sampling_session_id),
+            pb.GetSamplerResponse,
+        )
+        return str(response.base_model)
+
+    async def sample(
+        self,
+        sampling_session_id: str,
+        seq_id: int,
+        prompt: ModelInput,
+        num_samples: int,
+        sampling_params: SamplingParams,
+        include_prompt_logprobs: bool,
+        topk_prompt_logprobs: int,
+    ) -> DeferredResult[SampleResponse]:
+        request = pb.SampleRequest(
+            sampling_session_id=sampling_session_id,
+            seq_id=seq_id,
+            num_samples=num_samples,
+            sampling_params=_sampling_params(sampling_params),
+            prompt_logprobs=include_prompt_logprobs,
+            topk_prompt_logprobs=topk_prompt_logprobs,
+        )
+        for chunk in prompt.chunks:
+            request.prompt.add().ParseFromString(write_chunk(chunk).to_bytes())
+        handle = await self._unary("Sample", request, pb.FutureHandle)
+        sequence_ids = list(handle.sample_sequence_ids)
+
+        def decode(r: pb.RetrieveFutureResponse) -> SampleResponse:
+            decoded = decode_sample_response(r.sample.SerializeToString())
+            return SampleResponse(
+                [
+                    seq.with_sequence_id(sid)
+                    for seq, sid in zip(decoded.sequences, sequence_ids, strict=False)
+                ],
+                decoded.prompt_logprobs_np,
+                decoded.topk_prompt_logprobs_np,
+                decoded.target_prompt_logprobs,
+                decoded.prompt_cache_hit_tokens,
+                decoded.prompt_alt_tokens,
+            )
+
+        return self._pending(handle, decode)
+
+
+def _sampling_params(params: SamplingParams) -> wire_pb2.SamplingParams:
+    message = wire_pb2.SamplingParams(
+        temperature=params.temperature, top_k=params.top_k, top_p=params.top_p
+    )
+    if params.max_tokens is not None:
+        message.max_tokens = params.max_tokens
+    if params.seed is not None:
+        message.seed = params.seed
+    stop = params.stop
+    if isinstance(stop, str):
+        message.stop_strs.values.append(stop)
+    elif stop is not None and all(isinstance(s, str) for s in stop):
+        message.stop_strs.values.extend(stop)  # type: ignore[arg-type]
+        if not stop:
+            message.stop_tokens.SetInParent()  # [] = never stop (no implicit EOS)
+    elif stop is not None:
+        message.stop_tokens.values.extend(stop)  # type: ignore[arg-type]
+    return message
