@@ -6,8 +6,8 @@
 `base_url` defaults to `$TINKER_BASE_URL`, then to the production service; `api_key` to
 `$TINKER_API_KEY`. `transport="grpc"` speaks the mock server's gRPC service instead, with
 `base_url` a gRPC target such as "127.0.0.1:50051". The session is created on first use;
-its heartbeat runs in the background every 10 s. Names and argument order follow the official SDK, so a script switches by
-changing its import.
+its heartbeat runs in the background every 10 s. Names and argument order follow the
+official SDK, so a script switches by changing its import.
 """
 
 from __future__ import annotations
