@@ -1,0 +1,1 @@
+"""Helpers shared by the test suites (official-SDK virtualenvs, subprocess drivers)."""

@@ -1,0 +1,430 @@
+"""The protobuf messages that travel on Tinker's HTTP API, as bytes <-> tinker_ref types.
+
+* `ForwardBackwardRequest` (the body of `POST /api/v1/forward_backward`): numeric loss config is
+  dual-written to the legacy `loss_fn_config` map and to `loss_fn_config_v2[k].number`, strings
+  only to `v2[k].text`, exactly like the official `request_conv`; the decoder prefers v2.
+* `ForwardBackwardOutput` (a forward/backward future's result): per-datum outputs packed as
+  `ArrayRecord`s of `BatchedTensor`s (byte offsets, `trailing_shape`); consecutive datums whose
+  dtypes and trailing shapes agree share a record, so ragged `[N]` / `[N, K]` outputs work.
+* `SampleResponse` (a sampling future's result), wire spec section 3.7.
+
+Encoders write canonical bytes (`SerializeToString(deterministic=True)` of the same message)
+with zero-copy payloads; decoders parse with the generated code and raise `CodecError` naming the
+field for anything malformed, never a numpy or protobuf exception.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+from google.protobuf.message import DecodeError, Message
+
+from tinker_ref._proto.tinker_ref.wire.v1 import wire_pb2
+from tinker_ref.codec._wire_writer import MessageWriter, little_endian_view, map_key_order
+from tinker_ref.codec.errors import CodecError
+from tinker_ref.codec.proto_tensor import (
+    check_dtype,
+    datum_from_proto,
+    read_values,
+    tensor_from_proto,
+    write_datum,
+    write_tensor,
+)
+from tinker_ref.types import (
+    Datum,
+    ForwardBackwardOutput,
+    PromptAltTokens,
+    SampledSequence,
+    SampleResponse,
+    TensorData,
+    TopkLogprobs,
+)
+
+__all__ = [
+    "ForwardBackwardRequest",
+    "LossFnConfigValue",
+    "decode_forward_backward_output",
+    "decode_forward_backward_request",
+    "decode_sample_response",
+    "decode_tensor",
+    "encode_forward_backward_output",
+    "encode_forward_backward_request",
+    "encode_sample_response",
+    "encode_tensor",
+]
+
+LossFnConfigValue = float | str
+_MessageT = TypeVar("_MessageT", bound=Message)
+_STOP_REASONS = {wire_pb2.STOP_REASON_STOP: "stop", wire_pb2.STOP_REASON_LENGTH: "length"}
+
+
+def _parse(message_type: type[_MessageT], payload: bytes) -> _MessageT:
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        raise CodecError(message_type.__name__, f"expected bytes, got {type(payload).__name__}")
+    message = message_type()
+    try:
+        message.ParseFromString(bytes(payload))
+    except DecodeError as exc:
+        raise CodecError(message_type.__name__, f"not a valid protobuf message ({exc})") from exc
+    return message
+
+
+# ----- single tensors ----------------------------------------------------------------------------
+
+
+def encode_tensor(td: TensorData) -> bytes:
+    """A `Tensor` message (dense or CSR, little-endian)."""
+    return write_tensor(td).to_bytes()
+
+
+def decode_tensor(payload: bytes, field: str = "tensor") -> TensorData:
+    return tensor_from_proto(_parse(wire_pb2.Tensor, payload), field)
+
+
+# ----- forward/backward request ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ForwardBackwardRequest:
+    """A decoded `POST /api/v1/forward_backward` body."""
+
+    model_id: str
+    seq_id: int
+    data: list[Datum]
+    loss_fn: str
+    loss_fn_config: dict[str, LossFnConfigValue]  # v2 preferred; legacy-only keys are numbers
+    forward_only: bool
+
+
+def encode_forward_backward_request(
+    model_id: str,
+    seq_id: int,
+    data: Sequence[Datum],
+    loss_fn: str,
+    loss_fn_config: Mapping[str, LossFnConfigValue] | None = None,
+    forward_only: bool = False,
+) -> bytes:
+    if not -(2**31) <= seq_id < 2**31:
+        raise ValueError(f"seq_id must fit in int32, got {seq_id}")
+    config = dict(loss_fn_config or {})
+    for key, value in config.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise TypeError(f"loss_fn_config[{key!r}] must be a float or a str, got {value!r}")
+    writer = MessageWriter()
+    writer.string(1, model_id)
+    writer.varint(2, seq_id)
+    for datum in data:
+        writer.message(3, write_datum(datum))
+    writer.string(4, loss_fn)
+    for key in sorted(config, key=map_key_order):
+        value = config[key]
+        if not isinstance(value, str):
+            writer.double_map_entry(5, key, float(value))
+    writer.varint(6, forward_only)
+    for key in sorted(config, key=map_key_order):
+        value = config[key]
+        entry_value = MessageWriter()
+        if isinstance(value, str):
+            entry_value.string(2, value, always=True)
+        else:
+            entry_value.double(1, float(value), always=True)
+        writer.map_entry(7, key, entry_value)
+    return writer.to_bytes()
+
+
+def decode_forward_backward_request(payload: bytes) -> ForwardBackwardRequest:
+    message = _parse(wire_pb2.ForwardBackwardRequest, payload)
+    config: dict[str, LossFnConfigValue] = {}
+    for key in sorted(set(message.loss_fn_config_v2) | set(message.loss_fn_config)):
+        if key in message.loss_fn_config_v2:
+            value = message.loss_fn_config_v2[key]
+            kind = value.WhichOneof("value")
+            if kind is None:
+                raise CodecError(f"loss_fn_config_v2[{key!r}]", "holds neither number nor text")
+            config[key] = value.number if kind == "number" else value.text
+        else:
+            config[key] = message.loss_fn_config[key]
+    return ForwardBackwardRequest(
+        model_id=message.model_id,
+        seq_id=message.seq_id,
+        data=[datum_from_proto(d, f"data[{index}]") for index, d in enumerate(message.data)],
+        loss_fn=message.loss_fn,
+        loss_fn_config=config,
+        forward_only=message.forward_only,
+    )
+
+
+# ----- forward/backward output -------------------------------------------------------------------
+
+
+def encode_forward_backward_output(output: ForwardBackwardOutput) -> bytes:
+    """Canonical `ForwardBackwardOutput` bytes; every datum must have the same output names.
+
+    CSR outputs are densified (a BatchedTensor is dense). The wire keeps only each datum's
+    element count and trailing shape, so an `[N, 0]` output decodes as `[0, 0]` (the SDK's rule).
+    """
+    writer = MessageWriter()
+    writer.string(1, output.loss_fn_output_type)
+    for record in _records(output.loss_fn_outputs):
+        writer.message(2, record)
+    for key in sorted(output.metrics, key=map_key_order):
+        writer.double_map_entry(3, key, output.metrics[key])
+    return writer.to_bytes()
+
+
+def _records(outputs: Sequence[Mapping[str, TensorData]]) -> list[MessageWriter]:
+    """One `ArrayRecord` per run of consecutive datums with equal dtypes and trailing shapes."""
+    if not outputs:
+        return []
+    names = sorted(outputs[0], key=map_key_order)  # the record writer's map order
+    runs: list[tuple[Any, list[dict[str, Any]]]] = []  # (signature, per-datum dense arrays)
+    for index, output in enumerate(outputs):
+        if sorted(output, key=map_key_order) != names:
+            raise ValueError(
+                f"loss_fn_outputs[{index}] has fields {sorted(output)} but loss_fn_outputs[0] has "
+                f"{names}; every datum of one result needs the same fields"
+            )
+        arrays: dict[str, Any] = {}
+        signature = []
+        for name in names:
+            td = output[name]
+            if len(td.dense_shape) == 0:
+                raise ValueError(
+                    f"loss_fn_outputs[{index}][{name!r}] is 0-D; per-datum outputs need a "
+                    "leading dimension"
+                )
+            arrays[name] = td.to_numpy() if td.is_sparse else td.values_array
+            signature.append((name, td.dtype, td.dense_shape[1:]))
+        if runs and runs[-1][0] == signature:
+            runs[-1][1].append(arrays)
+        else:
+            runs.append((signature, [arrays]))
+    return [_record(signature, datums) for signature, datums in runs]
+
+
+def _record(signature: Any, datums: list[dict[str, Any]]) -> MessageWriter:
+    record = MessageWriter()
+    for name, dtype, trailing_shape in signature:
+        wire_dtype = "<f4" if dtype == "float32" else "<i8"
+        chunks = [little_endian_view(datum[name], wire_dtype) for datum in datums]
+        offsets = np.zeros(len(chunks) + 1, dtype="<i8")  # BYTE offsets, (num_datums + 1,)
+        np.cumsum([chunk.nbytes for chunk in chunks], out=offsets[1:])
+        tensor = MessageWriter()
+        tensor.bytes_field(1, *chunks)
+        tensor.bytes_field(2, offsets.tobytes())
+        tensor.varint(3, wire_pb2.DTYPE_FLOAT32 if dtype == "float32" else wire_pb2.DTYPE_INT64)
+        tensor.packed_varints(4, trailing_shape)
+        record.map_entry(2, name, tensor)
+    record.varint(3, len(datums))
+    return record
+
+
+def decode_forward_backward_output(payload: bytes) -> ForwardBackwardOutput:
+    """Per-datum outputs in datum order, combined across records (official decoding rules)."""
+    message = _parse(wire_pb2.ForwardBackwardOutput, payload)
+    metrics = {key: float(message.metrics[key]) for key in sorted(message.metrics)}
+    if not message.loss_fn_outputs:
+        return ForwardBackwardOutput(message.loss_fn_output_type or "ArrayRecord", [], metrics)
+    outputs: list[dict[str, TensorData]] = []
+    names: list[str] | None = None
+    for index, record in enumerate(message.loss_fn_outputs):
+        field = f"loss_fn_outputs[{index}]"
+        record_names = sorted(record.fields)
+        if names is not None and record_names != names:
+            raise CodecError(
+                f"{field}.fields",
+                f"has fields {record_names} but loss_fn_outputs[0] has {names}",
+            )
+        names = record_names
+        outputs.extend(_decode_record(record, field))
+    output_type = message.loss_fn_output_type.rsplit(":", 1)[-1]
+    return ForwardBackwardOutput(output_type, outputs, metrics)
+
+
+def _decode_record(record: wire_pb2.ArrayRecord, field: str) -> list[dict[str, TensorData]]:
+    count = record.num_datums
+    if count < 0:
+        raise CodecError(f"{field}.num_datums", f"must be >= 0, got {count}")
+    names = sorted(record.fields)
+    if count == 0 and names:
+        # Records written before num_datums existed: the first field's offsets give the count.
+        count = max(len(record.fields[names[0]].offsets) // 8 - 1, 0)
+    datums: list[dict[str, TensorData]] = [{} for _ in range(count)]
+    for name in names:
+        tensor_field = f"{field}.fields[{name!r}]"
+        for datum, td in zip(
+            datums, _split_batched(record.fields[name], count, tensor_field), strict=True
+        ):
+            datum[name] = td
+    return datums
+
+
+def _split_batched(tensor: wire_pb2.BatchedTensor, count: int, field: str) -> list[TensorData]:
+    wire_dtype, dtype = check_dtype(tensor.dtype, f"{field}.dtype")
+    itemsize = np.dtype(wire_dtype).itemsize
+    values = read_values(tensor.data, wire_dtype, f"{field}.data")
+    offsets = read_values(tensor.offsets, "<i8", f"{field}.offsets")
+    if count == 0 and offsets.size == 0:
+        return []
+    if offsets.size != count + 1:
+        raise CodecError(
+            f"{field}.offsets",
+            f"has {offsets.size} entries but the record has {count} datums (expected {count + 1})",
+        )
+    if offsets[0] < 0 or np.any(np.diff(offsets) < 0) or offsets[-1] > len(tensor.data):
+        raise CodecError(
+            f"{field}.offsets",
+            f"must be non-decreasing byte offsets within the {len(tensor.data)}-byte data, "
+            f"got {offsets.tolist()}",
+        )
+    if np.any(offsets % itemsize):
+        raise CodecError(
+            f"{field}.offsets",
+            f"must be multiples of the {itemsize}-byte item size, got {offsets.tolist()}",
+        )
+    trailing_shape = list(tensor.trailing_shape)
+    if trailing_shape and min(trailing_shape) < 0:
+        raise CodecError(f"{field}.trailing_shape", f"must be >= 0, got {trailing_shape}")
+    row_size = math.prod(trailing_shape)
+    bounds = (offsets // itemsize).tolist()  # element offsets, (count + 1,)
+    result = []
+    for index in range(count):
+        elements = values[bounds[index] : bounds[index + 1]]
+        if (row_size == 0 and elements.size) or (row_size and elements.size % row_size):
+            raise CodecError(
+                f"{field}.data",
+                f"datum {index} has {elements.size} values, not a multiple of the "
+                f"trailing shape {trailing_shape}",
+            )
+        leading = elements.size // row_size if row_size else 0
+        try:
+            result.append(TensorData(elements, dtype, [leading, *trailing_shape]))
+        except ValueError as exc:  # unreachable after the checks above; kept as a typed guard
+            raise CodecError(f"{field}.data", f"datum {index}: {exc}") from exc
+    return result
+
+
+# ----- sample response ---------------------------------------------------------------------------
+
+
+def encode_sample_response(response: SampleResponse) -> bytes:
+    writer = MessageWriter()
+    for sequence in response.sequences:
+        writer.message(1, _write_sequence(sequence))
+    if response.prompt_logprobs_np is not None:
+        writer.bytes_field(2, little_endian_view(response.prompt_logprobs_np, "<f4"), always=True)
+    if response.topk_prompt_logprobs_np is not None:
+        writer.message(3, _write_topk(response.topk_prompt_logprobs_np))
+    writer.varint(4, response.prompt_cache_hit_tokens)
+    if response.target_prompt_logprobs is not None:
+        writer.message(5, write_tensor(response.target_prompt_logprobs))
+    if response.prompt_alt_tokens is not None:
+        alt = MessageWriter()
+        alt.message(1, write_tensor(response.prompt_alt_tokens.tokens, as_int32=True))
+        alt.message(2, write_tensor(response.prompt_alt_tokens.logprobs))
+        writer.message(6, alt)
+    return writer.to_bytes()
+
+
+def _write_sequence(sequence: SampledSequence) -> MessageWriter:
+    writer = MessageWriter()
+    writer.varint(1, 0 if sequence.stop_reason == "stop" else wire_pb2.STOP_REASON_LENGTH)
+    writer.bytes_field(2, little_endian_view(sequence.tokens_np, "<i4"))
+    if sequence.logprobs_np is not None:
+        writer.bytes_field(3, little_endian_view(sequence.logprobs_np, "<f4"), always=True)
+    if sequence.topk_logprobs_np is not None:
+        writer.message(4, _write_topk(sequence.topk_logprobs_np))
+    return writer
+
+
+def _write_topk(topk: TopkLogprobs) -> MessageWriter:
+    length, k = topk.token_ids.shape
+    writer = MessageWriter()
+    writer.bytes_field(1, little_endian_view(topk.token_ids, "<i4"))
+    writer.bytes_field(2, little_endian_view(topk.logprobs, "<f4"))
+    writer.varint(3, k)
+    writer.varint(4, length)
+    return writer
+
+
+def decode_sample_response(payload: bytes) -> SampleResponse:
+    """Decode like the official SDK: empty `logprobs`/`prompt_logprobs` mean None, a top-k with
+    no rows or no columns means None; `sequence_id` is left None for the client to stamp."""
+    message = _parse(wire_pb2.SampleResponse, payload)
+    sequences = [
+        _sequence_from_proto(sequence, f"sequences[{index}]")
+        for index, sequence in enumerate(message.sequences)
+    ]
+    prompt_logprobs = None
+    if message.prompt_logprobs:
+        prompt_logprobs = read_values(message.prompt_logprobs, "<f4", "prompt_logprobs")
+    alt_tokens = None
+    if message.HasField("prompt_alt_tokens"):
+        alt = message.prompt_alt_tokens
+        alt_tokens = PromptAltTokens(
+            tokens=tensor_from_proto(alt.tokens, "prompt_alt_tokens.tokens"),
+            logprobs=tensor_from_proto(alt.logprobs, "prompt_alt_tokens.logprobs"),
+        )
+    return SampleResponse(
+        sequences=sequences,
+        prompt_logprobs=prompt_logprobs,
+        topk_prompt_logprobs=(
+            _topk_from_proto(message.topk_prompt_logprobs, "topk_prompt_logprobs")
+            if message.HasField("topk_prompt_logprobs")
+            else None
+        ),
+        target_prompt_logprobs=(
+            tensor_from_proto(message.target_prompt_logprobs, "target_prompt_logprobs")
+            if message.HasField("target_prompt_logprobs")
+            else None
+        ),
+        prompt_cache_hit_tokens=message.prompt_cache_hit_tokens,
+        prompt_alt_tokens=alt_tokens,
+    )
+
+
+def _sequence_from_proto(message: wire_pb2.SampledSequence, field: str) -> SampledSequence:
+    stop_reason = _STOP_REASONS.get(message.stop_reason)
+    if stop_reason is None:
+        raise CodecError(
+            f"{field}.stop_reason",
+            f"unknown value {message.stop_reason}; expected STOP_REASON_STOP (0) or "
+            "STOP_REASON_LENGTH (1)",
+        )
+    if len(message.tokens) % 4:
+        raise CodecError(
+            f"{field}.tokens", f"{len(message.tokens)} bytes is not a whole number of int32 ids"
+        )
+    tokens = np.frombuffer(message.tokens, dtype="<i4").astype(np.int32, copy=False)
+    logprobs = None
+    if message.logprobs:
+        logprobs = read_values(message.logprobs, "<f4", f"{field}.logprobs")
+        if logprobs.size != tokens.size:
+            raise CodecError(
+                f"{field}.logprobs", f"has {logprobs.size} values for {tokens.size} tokens"
+            )
+    topk = (
+        _topk_from_proto(message.topk_sampled_logprobs, f"{field}.topk_sampled_logprobs")
+        if message.HasField("topk_sampled_logprobs")
+        else None
+    )
+    return SampledSequence("stop" if stop_reason == "stop" else "length", tokens, logprobs, topk)
+
+
+def _topk_from_proto(message: wire_pb2.TopkLogprobs, field: str) -> TopkLogprobs | None:
+    length, k = message.length, message.k
+    if length == 0 or k == 0:
+        return None
+    for name, raw in (("token_ids", message.token_ids), ("logprobs", message.logprobs)):
+        if len(raw) != length * k * 4:
+            raise CodecError(
+                f"{field}.{name}",
+                f"has {len(raw)} bytes but length {length} x k {k} needs {length * k * 4}",
+            )
+    token_ids = np.frombuffer(message.token_ids, dtype="<i4").reshape(length, k)
+    logprobs = read_values(message.logprobs, "<f4", f"{field}.logprobs").reshape(length, k)
+    return TopkLogprobs(token_ids=token_ids, logprobs=logprobs)
