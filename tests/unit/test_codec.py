@@ -496,7 +496,12 @@ _LP = "loss_fn_outputs[0].fields['logprobs']"
             f"{_LP}.data",
             "datum 0 has 1 values, not a multiple of the trailing shape [0]",
         ),
-        (_output({"num_datums": -1}), "loss_fn_outputs[0].num_datums", "must be >= 0, got -1"),
+        (_output({"num_datums": -1}), "loss_fn_outputs[0].num_datums", "got -1"),
+        (
+            _output({"num_datums": 2**40}),
+            "loss_fn_outputs[0].num_datums",
+            "must be in [0, 65536]",
+        ),
         (
             _output({}, {"name": "other"}),
             "loss_fn_outputs[1].fields",
@@ -762,3 +767,176 @@ def test_malformed_json_datums_and_outputs_raise_codec_errors() -> None:
             "r",
         ),
     )
+
+
+# ----- fuzzing: decoders raise CodecError and nothing else ---------------------------------------
+
+_raw_bytes = st.binary(max_size=24)
+_wild_ints = st.one_of(st.integers(-3, 6), st.integers(-(2**63), 2**63 - 1))
+
+
+@st.composite
+def _wild_tensors(draw: st.DrawFn) -> pb.Tensor:
+    message = pb.Tensor(dtype=draw(st.integers(-2, 6)))
+    message.shape.extend(draw(st.lists(_wild_ints, max_size=3)))
+    if draw(st.booleans()):
+        message.dense = draw(_raw_bytes)
+    else:
+        message.sparse_csr.values = draw(_raw_bytes)
+        message.sparse_csr.crow_indices = _i64(*draw(st.lists(_wild_ints, max_size=4)))
+        message.sparse_csr.col_indices = _i64(*draw(st.lists(_wild_ints, max_size=4)))
+    return message
+
+
+@st.composite
+def _wild_outputs(draw: st.DrawFn) -> bytes:
+    message = pb.ForwardBackwardOutput(loss_fn_output_type=draw(st.text(max_size=4)))
+    for _ in range(draw(st.integers(0, 3))):
+        record = message.loss_fn_outputs.add(num_datums=draw(_wild_ints))
+        for name in draw(st.lists(st.sampled_from(["a", "b"]), unique=True)):
+            tensor = record.fields[name]
+            tensor.dtype = draw(st.integers(-2, 6))
+            tensor.data = draw(_raw_bytes)
+            tensor.offsets = _i64(*draw(st.lists(_wild_ints, max_size=5)))
+            tensor.trailing_shape.extend(draw(st.lists(_wild_ints, max_size=2)))
+    return message.SerializeToString()
+
+
+@st.composite
+def _wild_samples(draw: st.DrawFn) -> bytes:
+    message = pb.SampleResponse(prompt_cache_hit_tokens=draw(st.integers(-(2**31), 2**31 - 1)))
+    for _ in range(draw(st.integers(0, 2))):
+        sequence = message.sequences.add(stop_reason=draw(st.integers(0, 3)))
+        sequence.tokens = draw(_raw_bytes)
+        if draw(st.booleans()):
+            sequence.logprobs = draw(_raw_bytes)
+        if draw(st.booleans()):
+            sequence.topk_sampled_logprobs.MergeFrom(
+                pb.TopkLogprobs(
+                    token_ids=draw(_raw_bytes),
+                    logprobs=draw(_raw_bytes),
+                    k=draw(st.integers(0, 4)),
+                    length=draw(st.integers(0, 2**32 - 1)),
+                )
+            )
+    if draw(st.booleans()):
+        message.prompt_logprobs = draw(_raw_bytes)
+    if draw(st.booleans()):
+        message.target_prompt_logprobs.MergeFrom(draw(_wild_tensors()))
+    if draw(st.booleans()):
+        message.prompt_alt_tokens.tokens.MergeFrom(draw(_wild_tensors()))
+        message.prompt_alt_tokens.logprobs.MergeFrom(draw(_wild_tensors()))
+    return message.SerializeToString()
+
+
+def _decodes_or_raises_codec_error(decode: Callable[[Any], object], payload: object) -> None:
+    """Either a decoded value of a public type, or a CodecError that names a field."""
+    try:
+        result = decode(payload)
+    except codec.CodecError as exc:
+        assert exc.field and exc.message
+        return
+    assert isinstance(
+        result,
+        (
+            types.TensorData,
+            types.ForwardBackwardOutput,
+            types.SampleResponse,
+            codec.ForwardBackwardRequest,
+            types.EncodedTextChunk,
+            types.ImageChunk,
+            types.ModelInput,
+            types.Datum,
+        ),
+    )
+
+
+@given(_wild_tensors())
+def test_arbitrary_tensor_messages_decode_or_raise_codec_errors(tensor: pb.Tensor) -> None:
+    _decodes_or_raises_codec_error(codec.decode_tensor, tensor.SerializeToString())
+    _decodes_or_raises_codec_error(
+        codec.decode_forward_backward_request, _request_with_tensor(tensor)
+    )
+
+
+@given(_wild_outputs())
+def test_arbitrary_output_messages_decode_or_raise_codec_errors(payload: bytes) -> None:
+    _decodes_or_raises_codec_error(codec.decode_forward_backward_output, payload)
+
+
+@given(_wild_samples())
+def test_arbitrary_sample_messages_decode_or_raise_codec_errors(payload: bytes) -> None:
+    _decodes_or_raises_codec_error(codec.decode_sample_response, payload)
+
+
+@given(st.binary(max_size=64))
+def test_arbitrary_bytes_decode_or_raise_codec_errors(payload: bytes) -> None:
+    for decode in (
+        codec.decode_forward_backward_request,
+        codec.decode_forward_backward_output,
+        codec.decode_sample_response,
+        codec.decode_tensor,
+    ):
+        _decodes_or_raises_codec_error(decode, payload)
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "data",
+                    "dtype",
+                    "shape",
+                    "sparse_crow_indices",
+                    "sparse_col_indices",
+                    "tokens",
+                    "type",
+                    "format",
+                    "chunks",
+                    "model_input",
+                    "loss_fn_inputs",
+                    "weights",
+                    "loss_fn_output_type",
+                    "loss_fn_outputs",
+                    "metrics",
+                    "expected_tokens",
+                ]
+            ),
+            children,
+            max_size=5,
+        )
+    ),
+    max_leaves=12,
+)
+
+
+@given(_json_values)
+def test_arbitrary_json_decodes_or_raises_codec_errors(value: object) -> None:
+    for decode in (
+        codec.tensor_data_from_json,
+        codec.chunk_from_json,
+        codec.model_input_from_json,
+        codec.datum_from_json,
+        codec.forward_backward_output_from_json,
+    ):
+        _decodes_or_raises_codec_error(decode, value)
+
+
+@given(
+    st.fixed_dictionaries(
+        {"dtype": st.sampled_from(["float32", "int64"])},
+        optional={
+            "data": st.lists(
+                st.one_of(st.integers(), st.floats(), st.none(), st.booleans()), max_size=4
+            ),
+            "shape": st.lists(st.integers(-2, 4), max_size=3),
+            "sparse_crow_indices": st.lists(st.integers(-2, 4), max_size=4),
+            "sparse_col_indices": st.lists(st.integers(-2, 4), max_size=4),
+        },
+    )
+)
+def test_arbitrary_json_tensors_decode_or_raise_codec_errors(value: dict[str, Any]) -> None:
+    _decodes_or_raises_codec_error(codec.tensor_data_from_json, value)

@@ -59,6 +59,9 @@ __all__ = [
 
 LossFnConfigValue = float | str
 _MessageT = TypeVar("_MessageT", bound=Message)
+# A record with no fields carries only its count; the cap (far above any real batch) keeps a
+# corrupt count from allocating one dict per claimed datum without bound.
+MAX_DATUMS_PER_RECORD = 1 << 16
 _STOP_REASONS = {wire_pb2.STOP_REASON_STOP: "stop", wire_pb2.STOP_REASON_LENGTH: "length"}
 
 
@@ -247,8 +250,10 @@ def decode_forward_backward_output(payload: bytes) -> ForwardBackwardOutput:
 
 def _decode_record(record: wire_pb2.ArrayRecord, field: str) -> list[dict[str, TensorData]]:
     count = record.num_datums
-    if count < 0:
-        raise CodecError(f"{field}.num_datums", f"must be >= 0, got {count}")
+    if not 0 <= count <= MAX_DATUMS_PER_RECORD:
+        raise CodecError(
+            f"{field}.num_datums", f"must be in [0, {MAX_DATUMS_PER_RECORD}], got {count}"
+        )
     names = sorted(record.fields)
     if count == 0 and names:
         # Records written before num_datums existed: the first field's offsets give the count.
