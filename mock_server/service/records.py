@@ -1,0 +1,92 @@
+"""The request record: what the server received, per request, for tests and conformance.
+
+Each front end appends one `RequestRecord` per request it handles (endpoint, decoded body
+summary, seq_id, selected headers, the `X-Conformance-Case` value, the answer's status), so a
+test can check *wire* behaviour — chunk arrival order, zstd bodies, retry headers — and not only
+returned values. Credentials are never recorded. Bounded FIFO (`ServerConfig.max_request_records`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+# Lower-cased header names worth keeping (never X-API-Key or other credentials).
+RECORDED_HEADERS = (
+    "content-type",
+    "content-encoding",
+    "accept",
+    "user-agent",
+    "x-idempotency-key",
+    "x-stainless-retry-count",
+    "x-sdk-version",
+    "x-sdk-method",
+    "x-tinker-request-type",
+    "x-tinker-request-iteration",
+    "x-tinker-sampling-backpressure",
+    "x-conformance-case",
+)
+CASE_HEADER = "x-conformance-case"
+
+
+@dataclass
+class RequestRecord:
+    index: int  # arrival order, from 0
+    received_at: float  # wall-clock seconds
+    method: str
+    endpoint: str  # path, e.g. "/api/v1/forward_backward"
+    headers: dict[str, str]  # RECORDED_HEADERS present on the request, lower-cased names
+    case: str | None  # X-Conformance-Case, if sent
+    body: Any = None  # JSON-able summary of the decoded body (None when undecodable)
+    seq_id: int | None = None
+    request_id: str | None = None  # the future it created or retrieved, if any
+    status: int | None = None  # the status answered
+    error: str | None = None  # the error detail answered, if any
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "received_at": self.received_at,
+            "method": self.method,
+            "endpoint": self.endpoint,
+            "headers": self.headers,
+            "case": self.case,
+            "body": self.body,
+            "seq_id": self.seq_id,
+            "request_id": self.request_id,
+            "status": self.status,
+            "error": self.error,
+            **({"extra": self.extra} if self.extra else {}),
+        }
+
+
+class RequestLog:
+    def __init__(self, capacity: int) -> None:
+        self._records: deque[RequestRecord] = deque(maxlen=capacity)
+        self._count = 0
+
+    def start(self, method: str, endpoint: str, headers: Mapping[str, str]) -> RequestRecord:
+        """A new record for a request just received; the front end fills in the rest."""
+        kept = {name: headers[name] for name in RECORDED_HEADERS if name in headers}
+        record = RequestRecord(
+            index=self._count,
+            received_at=time.time(),
+            method=method,
+            endpoint=endpoint,
+            headers=kept,
+            case=kept.get(CASE_HEADER),
+        )
+        self._count += 1
+        self._records.append(record)
+        return record
+
+    def records(self, case: str | None = None) -> list[RequestRecord]:
+        """Copies of the kept records in arrival order, optionally of one conformance case."""
+        return [replace(r) for r in self._records if case is None or r.case == case]
+
+    def clear(self) -> None:
+        self._records.clear()

@@ -1,0 +1,145 @@
+"""Typed requests of the service: one frozen dataclass per operation, transport-neutral.
+
+Front ends decode their wire form (JSON, protobuf, gRPC messages) into these and never pass raw
+bodies on. The forward/backward request is `tinker_ref.codec.ForwardBackwardRequest`, shared with
+the client's codec. Field names follow the wire (spec §2) so error paths read the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tinker_ref.types import TensorData
+
+
+@dataclass(frozen=True)
+class CreateSession:
+    tags: tuple[str, ...] = ()
+    user_metadata: dict[str, Any] = field(default_factory=dict)
+    sdk_version: str | None = None
+    project_id: str | None = None
+    display_name: str | None = None
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    rank: int = 32
+    seed: int | None = None  # None: derived from the server seed and the model id
+    train_mlp: bool = True
+    train_attn: bool = True
+    train_unembed: bool = True
+
+
+@dataclass(frozen=True)
+class CreateModel:
+    session_id: str
+    model_seq_id: int
+    base_model: str
+    lora: LoraSpec = LoraSpec()
+    optimizer_type: str = "adamw"
+    user_metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class AdamStep:
+    learning_rate: float = 1e-4
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-12
+    weight_decay: float = 0.0
+    grad_clip_norm: float = 0.0
+
+
+@dataclass(frozen=True)
+class OptimStep:
+    model_id: str
+    seq_id: int
+    adam: AdamStep | None  # None when another optimiser was requested
+    optimizer_type: str = "adamw"  # e.g. "dimuon" under `optimizer_params` (not supported)
+
+
+@dataclass(frozen=True)
+class SaveWeights:
+    """`save_state`: weights and optimizer state under `tinker://<model>/weights/<name>`."""
+
+    model_id: str
+    seq_id: int
+    name: str
+    overwrite: bool = False
+    ttl_seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class SaveWeightsForSampler:
+    """Named (`name` set) or ephemeral (`sampling_session_seq_id` set) sampler weights."""
+
+    model_id: str
+    seq_id: int
+    name: str | None = None
+    sampling_session_seq_id: int | None = None
+    kind: str = "snapshot"
+    ttl_seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class LoadWeights:
+    """Either into an existing model (`model_id` + `seq_id`), or creating one
+    (`session_id` + `model_seq_id`, the create-via-load of `create_training_client_from_state`)."""
+
+    path: str
+    optimizer: bool = False
+    model_id: str | None = None
+    seq_id: int | None = None
+    session_id: str | None = None
+    model_seq_id: int | None = None
+    base_model: str | None = None
+    user_metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class CreateSamplingSession:
+    session_id: str
+    sampling_session_seq_id: int
+    model_path: str | None = None
+    base_model: str | None = None
+
+
+@dataclass(frozen=True)
+class SampleParams:
+    max_tokens: int | None = None
+    seed: int | None = None
+    stop: str | tuple[str, ...] | tuple[int, ...] | None = None  # () disables EOS
+    temperature: float = 1.0
+    top_k: int = -1
+    top_p: float = 1.0
+
+
+@dataclass(frozen=True)
+class Sample:
+    sampling_session_id: str
+    seq_id: int
+    prompt: tuple[int, ...]  # token ids, text chunks concatenated
+    num_samples: int = 1
+    params: SampleParams = SampleParams()
+    prompt_logprobs: bool = False
+    topk_prompt_logprobs: int = 0
+    topk_sample_logprobs: int = 0
+    target_prompt_logprobs: TensorData | None = None  # int64 [L-1, K], -1 = no target
+    prompt_alt_tokens_k: int = 0
+    prompt_logprobs_last_n: int | None = None
+
+
+@dataclass(frozen=True)
+class CustomLossInputSpec:
+    name: str
+    rank: int
+
+
+@dataclass(frozen=True)
+class CreateCustomLoss:
+    session_id: str
+    custom_loss_seq_id: int
+    name: str
+    inputs: tuple[CustomLossInputSpec, ...]
+    graph: dict[str, Any]

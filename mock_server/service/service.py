@@ -1,0 +1,183 @@
+"""`TinkerService`: the transport-neutral facade that the HTTP (and later gRPC) front ends call.
+
+It owns the server's state for its lifetime (`create` … `close`) and offers one method per API
+operation, taking a `Principal` (from `authenticate`) and a typed request, returning a typed
+result or a `SubmittedFuture`, raising a `ServiceError` for anything the client got wrong.
+Training ops live in `TrainingOps` (`.training`), sampling in `SamplingOps` (`.sampling`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from concurrent.futures import Executor, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from mock_server.engine import Engine, EngineConfig, ModelSpec
+from mock_server.service.auth import Authenticator, Principal, read_api_keys
+from mock_server.service.checkpoints import CheckpointStore
+from mock_server.service.config import ServerConfig
+from mock_server.service.context import ServiceContext
+from mock_server.service.errors import Conflict, Gone, NotFound
+from mock_server.service.futures import FutureRecord, FutureStore
+from mock_server.service.ids import IdMinter
+from mock_server.service.records import RequestLog
+from mock_server.service.requests import CreateSession
+from mock_server.service.results import ModelInfo, SessionInfo
+from mock_server.service.sampling_ops import SamplingOps
+from mock_server.service.sequencer import Sequencer
+from mock_server.service.state import ModelState, Registry, Session
+from mock_server.service.training_ops import TrainingOps
+
+
+class TinkerService:
+    def __init__(
+        self,
+        config: ServerConfig,
+        engine: Engine | None = None,
+        executor: Executor | None = None,
+    ) -> None:
+        self.config = config
+        self._owns_executor = executor is None
+        self._temp_dir: Path | None = None
+        data_dir = config.data_dir
+        if data_dir is None:
+            self._temp_dir = data_dir = Path(tempfile.mkdtemp(prefix="tinker-mock-"))
+        api_keys = read_api_keys(config.api_keys_file) if config.api_keys_file else None
+        auth = Authenticator(api_keys, config.jwt_ttl_seconds)
+        self.ctx = ServiceContext(
+            config=config,
+            engine=engine or Engine(EngineConfig(seed=config.seed)),
+            executor=executor
+            or ThreadPoolExecutor(config.worker_threads, thread_name_prefix="tinker-engine"),
+            ids=IdMinter(config.seed),
+            futures=FutureStore(config.result_grace_seconds, config.result_ttl_seconds),
+            sequencer=Sequencer(config.seq_gap_timeout_seconds, config.dedupe_window),
+            registry=Registry(restricted=auth.restricted),
+            checkpoints=CheckpointStore(data_dir),
+            auth=auth,
+            records=RequestLog(config.max_request_records),
+        )
+        self.training = TrainingOps(self.ctx)
+        self.sampling = SamplingOps(self.ctx)
+        self._closing = False
+
+    @property
+    def records(self) -> RequestLog:
+        return self.ctx.records
+
+    @property
+    def engine(self) -> Engine:
+        return self.ctx.engine
+
+    # ----- credentials and configuration -----
+
+    def authenticate(self, credential: str | None) -> Principal:
+        return self.ctx.auth.authenticate(credential)
+
+    def issue_token(self, principal: Principal) -> str:
+        return self.ctx.auth.issue_jwt(principal)
+
+    def client_config(self) -> dict[str, Any]:
+        return self.config.client_config()
+
+    def dynamic_config(self) -> dict[str, Any]:
+        return self.config.dynamic_config()
+
+    def capabilities(self) -> list[ModelSpec]:
+        return self.ctx.engine.catalog()
+
+    # ----- sessions -----
+
+    async def create_session(self, principal: Principal, req: CreateSession) -> SessionInfo:
+        session_id = self.ctx.ids.session_id()
+        self.ctx.registry.sessions[session_id] = Session(
+            session_id, principal.identity, req.tags, dict(req.user_metadata), req.sdk_version
+        )
+        return SessionInfo(session_id)
+
+    async def heartbeat(self, principal: Principal, session_id: str) -> None:
+        session = self.ctx.registry.session(principal, session_id)
+        if session.finished:
+            # 410 makes the SDK stop its heartbeat loop (wire spec §0.6).
+            raise Gone(f"session {session_id!r} is finished", "session_id")
+        session.heartbeats += 1
+
+    async def finish_session(self, principal: Principal, session_id: str) -> None:
+        self.ctx.registry.session(principal, session_id).finished = True
+
+    # ----- models -----
+
+    async def get_info(self, principal: Principal, model_id: str) -> ModelInfo:
+        model = self.ctx.registry.model(principal, model_id)
+        if model.state is ModelState.CREATING:
+            try:
+                await asyncio.wait_for(model.settled.wait(), self.config.long_poll_seconds)
+            except TimeoutError:
+                raise Conflict(f"model {model_id!r} is still being created", "model_id") from None
+        if model.state is ModelState.FAILED or model.training is None:
+            raise NotFound(f"model {model_id!r} failed to be created: {model.failure}", "model_id")
+        spec = model.training.base.spec
+        return ModelInfo(
+            model_id=model.model_id,
+            base_model=spec.name,
+            arch=spec.arch,
+            tokenizer_id=spec.name,
+            lora_rank=model.training.lora.rank,
+            optimizer_type=model.optimizer_type,
+        )
+
+    # ----- futures -----
+
+    async def retrieve(
+        self, principal: Principal, request_id: str, timeout: float | None = None
+    ) -> FutureRecord:
+        """Long-poll a future: its record once finished, or still pending after `timeout`
+        (default `long_poll_seconds`; 0 = do not wait)."""
+        record = self.ctx.futures.get(request_id)
+        if record.owner is not None:
+            self.ctx.registry.check_owner(
+                principal, record.owner, f"future {request_id!r}", "request_id"
+            )
+        wait = self.config.long_poll_seconds if timeout is None else timeout
+        if self._closing:
+            wait = 0
+        return await self.ctx.futures.wait(request_id, wait)
+
+    def mark_retrieved(self, record: FutureRecord) -> None:
+        self.ctx.futures.mark_retrieved(record)
+
+    async def cancel(self, principal: Principal, request_id: str) -> bool:
+        """Cancel a sample that has not started; other futures run to completion (training
+        ops hold a seq_id that later ops wait for). True when it was still pending."""
+        record = self.ctx.futures.get(request_id)
+        if record.owner is not None:
+            self.ctx.registry.check_owner(
+                principal, record.owner, f"future {request_id!r}", "request_id"
+            )
+        if record.kind != "sample":
+            return False
+        return self.ctx.futures.request_cancel(request_id)
+
+    # ----- lifecycle -----
+
+    def begin_shutdown(self) -> None:
+        """Release long-polls at once (they answer try_again) so connections can drain."""
+        self._closing = True
+        self.ctx.futures.close()
+
+    async def close(self) -> None:
+        self.begin_shutdown()
+        await self.ctx.sequencer.close()
+        await self.sampling.close()
+        if self._owns_executor:
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: self.ctx.executor.shutdown(wait=True, cancel_futures=True)
+            )
+        if self._temp_dir is not None:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+
+
+__all__ = ["TinkerService"]
