@@ -6,7 +6,8 @@
 * `ForwardBackwardOutput` (a forward/backward future's result): per-datum outputs packed as
   `ArrayRecord`s of `BatchedTensor`s (byte offsets, `trailing_shape`); consecutive datums whose
   dtypes and trailing shapes agree share a record, so ragged `[N]` / `[N, K]` outputs work.
-* `SampleResponse` (a sampling future's result), wire spec section 3.7.
+* `SampleResponse` (a sampling future's result, wire spec section 3.7) lives in `proto_sample`
+  and is re-exported here.
 
 Encoders write canonical bytes (`SerializeToString(deterministic=True)` of the same message)
 with zero-copy payloads; decoders parse with the generated code and raise `CodecError` naming the
@@ -18,31 +19,24 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
-from google.protobuf.message import DecodeError, Message
 
 from tinker_ref._proto.tinker_ref.wire.v1 import wire_pb2
 from tinker_ref.codec._wire_writer import MessageWriter, little_endian_view, map_key_order
 from tinker_ref.codec.errors import CodecError
+from tinker_ref.codec.proto_sample import decode_sample_response, encode_sample_response
 from tinker_ref.codec.proto_tensor import (
     check_dtype,
     datum_from_proto,
+    parse_message,
     read_values,
     tensor_from_proto,
     write_datum,
     write_tensor,
 )
-from tinker_ref.types import (
-    Datum,
-    ForwardBackwardOutput,
-    PromptAltTokens,
-    SampledSequence,
-    SampleResponse,
-    TensorData,
-    TopkLogprobs,
-)
+from tinker_ref.types import Datum, ForwardBackwardOutput, TensorData
 
 __all__ = [
     "ForwardBackwardRequest",
@@ -58,22 +52,9 @@ __all__ = [
 ]
 
 LossFnConfigValue = float | str
-_MessageT = TypeVar("_MessageT", bound=Message)
 # A record with no fields carries only its count; the cap (far above any real batch) keeps a
 # corrupt count from allocating one dict per claimed datum without bound.
 MAX_DATUMS_PER_RECORD = 1 << 16
-_STOP_REASONS = {wire_pb2.STOP_REASON_STOP: "stop", wire_pb2.STOP_REASON_LENGTH: "length"}
-
-
-def _parse(message_type: type[_MessageT], payload: bytes) -> _MessageT:
-    if not isinstance(payload, (bytes, bytearray, memoryview)):
-        raise CodecError(message_type.__name__, f"expected bytes, got {type(payload).__name__}")
-    message = message_type()
-    try:
-        message.ParseFromString(bytes(payload))
-    except DecodeError as exc:
-        raise CodecError(message_type.__name__, f"not a valid protobuf message ({exc})") from exc
-    return message
 
 
 # ----- single tensors ----------------------------------------------------------------------------
@@ -85,7 +66,7 @@ def encode_tensor(td: TensorData) -> bytes:
 
 
 def decode_tensor(payload: bytes, field: str = "tensor") -> TensorData:
-    return tensor_from_proto(_parse(wire_pb2.Tensor, payload), field)
+    return tensor_from_proto(parse_message(wire_pb2.Tensor, payload), field)
 
 
 # ----- forward/backward request ------------------------------------------------------------------
@@ -140,7 +121,7 @@ def encode_forward_backward_request(
 
 
 def decode_forward_backward_request(payload: bytes) -> ForwardBackwardRequest:
-    message = _parse(wire_pb2.ForwardBackwardRequest, payload)
+    message = parse_message(wire_pb2.ForwardBackwardRequest, payload)
     config: dict[str, LossFnConfigValue] = {}
     for key in sorted(set(message.loss_fn_config_v2) | set(message.loss_fn_config)):
         if key in message.loss_fn_config_v2:
@@ -228,7 +209,7 @@ def _record(signature: Any, datums: list[dict[str, Any]]) -> MessageWriter:
 
 def decode_forward_backward_output(payload: bytes) -> ForwardBackwardOutput:
     """Per-datum outputs in datum order, combined across records (official decoding rules)."""
-    message = _parse(wire_pb2.ForwardBackwardOutput, payload)
+    message = parse_message(wire_pb2.ForwardBackwardOutput, payload)
     metrics = {key: float(message.metrics[key]) for key in sorted(message.metrics)}
     if not message.loss_fn_outputs:
         return ForwardBackwardOutput(message.loss_fn_output_type or "ArrayRecord", [], metrics)
@@ -311,125 +292,3 @@ def _split_batched(tensor: wire_pb2.BatchedTensor, count: int, field: str) -> li
         except ValueError as exc:  # unreachable after the checks above; kept as a typed guard
             raise CodecError(f"{field}.data", f"datum {index}: {exc}") from exc
     return result
-
-
-# ----- sample response ---------------------------------------------------------------------------
-
-
-def encode_sample_response(response: SampleResponse) -> bytes:
-    writer = MessageWriter()
-    for sequence in response.sequences:
-        writer.message(1, _write_sequence(sequence))
-    if response.prompt_logprobs_np is not None:
-        writer.bytes_field(2, little_endian_view(response.prompt_logprobs_np, "<f4"), always=True)
-    if response.topk_prompt_logprobs_np is not None:
-        writer.message(3, _write_topk(response.topk_prompt_logprobs_np))
-    writer.varint(4, response.prompt_cache_hit_tokens)
-    if response.target_prompt_logprobs is not None:
-        writer.message(5, write_tensor(response.target_prompt_logprobs))
-    if response.prompt_alt_tokens is not None:
-        alt = MessageWriter()
-        alt.message(1, write_tensor(response.prompt_alt_tokens.tokens, as_int32=True))
-        alt.message(2, write_tensor(response.prompt_alt_tokens.logprobs))
-        writer.message(6, alt)
-    return writer.to_bytes()
-
-
-def _write_sequence(sequence: SampledSequence) -> MessageWriter:
-    writer = MessageWriter()
-    writer.varint(1, 0 if sequence.stop_reason == "stop" else wire_pb2.STOP_REASON_LENGTH)
-    writer.bytes_field(2, little_endian_view(sequence.tokens_np, "<i4"))
-    if sequence.logprobs_np is not None:
-        writer.bytes_field(3, little_endian_view(sequence.logprobs_np, "<f4"), always=True)
-    if sequence.topk_logprobs_np is not None:
-        writer.message(4, _write_topk(sequence.topk_logprobs_np))
-    return writer
-
-
-def _write_topk(topk: TopkLogprobs) -> MessageWriter:
-    length, k = topk.token_ids.shape
-    writer = MessageWriter()
-    writer.bytes_field(1, little_endian_view(topk.token_ids, "<i4"))
-    writer.bytes_field(2, little_endian_view(topk.logprobs, "<f4"))
-    writer.varint(3, k)
-    writer.varint(4, length)
-    return writer
-
-
-def decode_sample_response(payload: bytes) -> SampleResponse:
-    """Decode like the official SDK: empty `logprobs`/`prompt_logprobs` mean None, a top-k with
-    no rows or no columns means None; `sequence_id` is left None for the client to stamp."""
-    message = _parse(wire_pb2.SampleResponse, payload)
-    sequences = [
-        _sequence_from_proto(sequence, f"sequences[{index}]")
-        for index, sequence in enumerate(message.sequences)
-    ]
-    prompt_logprobs = None
-    if message.prompt_logprobs:
-        prompt_logprobs = read_values(message.prompt_logprobs, "<f4", "prompt_logprobs")
-    alt_tokens = None
-    if message.HasField("prompt_alt_tokens"):
-        alt = message.prompt_alt_tokens
-        alt_tokens = PromptAltTokens(
-            tokens=tensor_from_proto(alt.tokens, "prompt_alt_tokens.tokens"),
-            logprobs=tensor_from_proto(alt.logprobs, "prompt_alt_tokens.logprobs"),
-        )
-    return SampleResponse(
-        sequences=sequences,
-        prompt_logprobs=prompt_logprobs,
-        topk_prompt_logprobs=(
-            _topk_from_proto(message.topk_prompt_logprobs, "topk_prompt_logprobs")
-            if message.HasField("topk_prompt_logprobs")
-            else None
-        ),
-        target_prompt_logprobs=(
-            tensor_from_proto(message.target_prompt_logprobs, "target_prompt_logprobs")
-            if message.HasField("target_prompt_logprobs")
-            else None
-        ),
-        prompt_cache_hit_tokens=message.prompt_cache_hit_tokens,
-        prompt_alt_tokens=alt_tokens,
-    )
-
-
-def _sequence_from_proto(message: wire_pb2.SampledSequence, field: str) -> SampledSequence:
-    stop_reason = _STOP_REASONS.get(message.stop_reason)
-    if stop_reason is None:
-        raise CodecError(
-            f"{field}.stop_reason",
-            f"unknown value {message.stop_reason}; expected STOP_REASON_STOP (0) or "
-            "STOP_REASON_LENGTH (1)",
-        )
-    if len(message.tokens) % 4:
-        raise CodecError(
-            f"{field}.tokens", f"{len(message.tokens)} bytes is not a whole number of int32 ids"
-        )
-    tokens = np.frombuffer(message.tokens, dtype="<i4").astype(np.int32, copy=False)
-    logprobs = None
-    if message.logprobs:
-        logprobs = read_values(message.logprobs, "<f4", f"{field}.logprobs")
-        if logprobs.size != tokens.size:
-            raise CodecError(
-                f"{field}.logprobs", f"has {logprobs.size} values for {tokens.size} tokens"
-            )
-    topk = (
-        _topk_from_proto(message.topk_sampled_logprobs, f"{field}.topk_sampled_logprobs")
-        if message.HasField("topk_sampled_logprobs")
-        else None
-    )
-    return SampledSequence("stop" if stop_reason == "stop" else "length", tokens, logprobs, topk)
-
-
-def _topk_from_proto(message: wire_pb2.TopkLogprobs, field: str) -> TopkLogprobs | None:
-    length, k = message.length, message.k
-    if length == 0 or k == 0:
-        return None
-    for name, raw in (("token_ids", message.token_ids), ("logprobs", message.logprobs)):
-        if len(raw) != length * k * 4:
-            raise CodecError(
-                f"{field}.{name}",
-                f"has {len(raw)} bytes but length {length} x k {k} needs {length * k * 4}",
-            )
-    token_ids = np.frombuffer(message.token_ids, dtype="<i4").reshape(length, k)
-    logprobs = read_values(message.logprobs, "<f4", f"{field}.logprobs").reshape(length, k)
-    return TopkLogprobs(token_ids=token_ids, logprobs=logprobs)

@@ -9,10 +9,11 @@ message and raise `CodecError` naming the field for anything malformed. Bulk dat
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
+from google.protobuf.message import DecodeError, Message
 
 from tinker_ref._proto.tinker_ref.wire.v1 import wire_pb2
 from tinker_ref.codec._wire_writer import MessageWriter, little_endian_view, map_key_order
@@ -36,6 +37,7 @@ __all__ = [
     "check_dtype",
     "chunk_from_proto",
     "datum_from_proto",
+    "parse_message",
     "read_values",
     "tensor_from_proto",
     "write_chunk",
@@ -53,6 +55,20 @@ WIRE_DTYPES: dict[int, tuple[str, TensorDtype]] = {
 }
 _PUBLIC_TO_PROTO = {"float32": wire_pb2.DTYPE_FLOAT32, "int64": wire_pb2.DTYPE_INT64}
 _INT32 = np.iinfo(np.int32)
+
+
+_MessageT = TypeVar("_MessageT", bound=Message)
+
+
+def parse_message(message_type: type[_MessageT], payload: bytes) -> _MessageT:
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        raise CodecError(message_type.__name__, f"expected bytes, got {type(payload).__name__}")
+    message = message_type()
+    try:
+        message.ParseFromString(bytes(payload))
+    except DecodeError as exc:
+        raise CodecError(message_type.__name__, f"not a valid protobuf message ({exc})") from exc
+    return message
 
 
 # ----- tensors -----------------------------------------------------------------------------------

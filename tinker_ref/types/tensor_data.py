@@ -195,7 +195,8 @@ class TensorData:
         # Bit-identical to the SDK's torch path, which densifies `values - pad` onto zeros and
         # adds `pad` back: so a listed -0.0 comes out +0.0, and with a non-zero pad float32
         # values go through the same two roundings.
-        dense[rows, self._col_indices] = ((self._values - pad) + 0) + pad
+        with np.errstate(invalid="ignore", over="ignore"):  # signalling NaNs, huge values
+            dense[rows, self._col_indices] = ((self._values - pad) + 0) + pad
         return dense
 
     def to_torch(self, pad_value: int = 0) -> torch.Tensor:
