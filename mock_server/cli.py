@@ -1,0 +1,134 @@
+"""`tinker-mock serve`: run the mock Tinker server from the command line.
+
+    tinker-mock serve [--host 127.0.0.1] [--port 8080] [--grpc-port 50051] [--seed 0]
+                      [--data-dir DIR] [--client-config JSON] [--api-keys FILE]
+
+Once the HTTP listener accepts connections it prints exactly one line to stdout,
+`tinker-mock listening http=http://HOST:PORT grpc=-` (the real port, so `--port 0` is usable by
+scripts; `grpc=-` until the gRPC front end exists), then logs to stderr only. SIGINT and SIGTERM
+shut it down gracefully: pending long-polls are answered, connections drain, the engine pool
+finishes, the temporary data directory (if any) is removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mock_server.http import create_app, start_http
+from mock_server.service import ConfigError, ServerConfig
+
+log = logging.getLogger("tinker_mock")
+
+
+def _client_config(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            "must be a JSON object, e.g. '{\"fwdbwd_max_chunk_len\": 2}'"
+        )
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tinker-mock", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the mock server")
+    serve.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="HTTP port; 0 picks a free one")
+    serve.add_argument(
+        "--grpc-port",
+        type=int,
+        default=50051,
+        help="gRPC port (the gRPC front end is not built yet)",
+    )
+    serve.add_argument("--seed", type=int, default=0, help="server seed (default 0)")
+    serve.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="checkpoint directory (default: a temporary one, removed at exit)",
+    )
+    serve.add_argument(
+        "--client-config",
+        type=_client_config,
+        default={},
+        metavar="JSON",
+        help="overrides of the client/config answer, e.g. "
+        '\'{"fwdbwd_max_chunk_len": 2, "proto_compress_fwdbwd": true}\'',
+    )
+    serve.add_argument(
+        "--api-keys",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="accept only these keys (one per line); sessions stay private",
+    )
+    serve.add_argument("--long-poll-seconds", type=float, default=30.0, help=argparse.SUPPRESS)
+    serve.add_argument(
+        "--seq-gap-timeout-seconds", type=float, default=60.0, help=argparse.SUPPRESS
+    )
+    serve.add_argument("--log-level", default="INFO", help="stderr log level (default INFO)")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    if args.api_keys is not None and not args.api_keys.is_file():
+        raise ConfigError(f"--api-keys: no such file {args.api_keys}")
+    return ServerConfig(
+        host=args.host,
+        port=args.port,
+        grpc_port=None,
+        seed=args.seed,
+        data_dir=args.data_dir,
+        client_config_overrides=args.client_config,
+        api_keys_file=args.api_keys,
+        long_poll_seconds=args.long_poll_seconds,
+        seq_gap_timeout_seconds=args.seq_gap_timeout_seconds,
+    )
+
+
+async def serve(config: ServerConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    runner, port = await start_http(create_app(config), config.host, config.port)
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    print(f"tinker-mock listening http=http://{host}:{port} grpc=-", flush=True)
+    log.info("serving seed=%d data_dir=%s", config.seed, config.data_dir or "(temporary)")
+    try:
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = config_from_args(args)
+    except ConfigError as exc:
+        print(f"tinker-mock: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(serve(config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

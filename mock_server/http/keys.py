@@ -1,0 +1,14 @@
+"""Typed keys for what the HTTP front end stores on the application and on each request."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from mock_server.service import ServerConfig, TinkerService
+from mock_server.service.auth import Principal
+from mock_server.service.records import RequestRecord
+
+CONFIG_KEY = web.AppKey("config", ServerConfig)
+SERVICE_KEY = web.AppKey("service", TinkerService)
+PRINCIPAL_KEY = web.RequestKey("principal", Principal)
+RECORD_KEY = web.RequestKey("record", RequestRecord)

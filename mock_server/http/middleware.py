@@ -1,0 +1,99 @@
+"""The one middleware of the HTTP front end: record, authenticate, map errors to responses.
+
+Every request gets a `RequestRecord` (what arrived, what was answered). Every `/api/` path
+except `healthz` needs a credential in `X-API-Key` (header names are case-insensitive: pyqwest
+lower-cases them). Every error leaves as JSON `{"detail", "field"}` with a Content-Length —
+the SDK treats a 400 without a body or Content-Length as a proxy glitch and retries it
+(wire spec §11.9). Status per error class: 400 malformed, 401, 403, 404, 409 (with
+`x-should-retry: false`: a conflict does not heal by resending), 410, 413, 415, 422, 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from mock_server.http.encode import dumps
+from mock_server.http.keys import PRINCIPAL_KEY, RECORD_KEY, SERVICE_KEY
+from mock_server.service.errors import (
+    Conflict,
+    Gone,
+    InvalidArgument,
+    MalformedRequest,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    ServiceError,
+    Unauthenticated,
+    UnsupportedMediaType,
+)
+
+log = logging.getLogger(__name__)
+
+STATUS: dict[type[ServiceError], int] = {
+    MalformedRequest: 400,
+    Unauthenticated: 401,
+    PermissionDenied: 403,
+    NotFound: 404,
+    Conflict: 409,
+    Gone: 410,
+    PayloadTooLarge: 413,
+    UnsupportedMediaType: 415,
+    InvalidArgument: 422,
+}
+_OPEN_PATHS = frozenset({"/api/v1/healthz"})
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def status_of(error: ServiceError) -> int:
+    for cls in type(error).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]  # type: ignore[index]
+    return 500
+
+
+def error_response(status: int, detail: str, field: str | None = None) -> web.Response:
+    body: dict[str, str] = {"detail": detail}
+    if field is not None:
+        body["field"] = field
+    return web.json_response(body, status=status, dumps=dumps)
+
+
+def service_error_response(error: ServiceError) -> web.Response:
+    response = error_response(status_of(error), error.message, error.field)
+    if isinstance(error, Conflict):
+        response.headers["x-should-retry"] = "false"
+    if isinstance(error, Unauthenticated):
+        challenge = 'Bearer error="invalid_token"' if error.invalid_token else "Bearer"
+        response.headers["WWW-Authenticate"] = challenge
+    return response
+
+
+@web.middleware
+async def api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    service = request.app[SERVICE_KEY]
+    record = service.records.start(request.method, request.path, request.headers)
+    request[RECORD_KEY] = record
+    response: web.StreamResponse
+    try:
+        if request.path.startswith("/api/") and request.path not in _OPEN_PATHS:
+            request[PRINCIPAL_KEY] = service.authenticate(request.headers.get("X-API-Key"))
+        response = await handler(request)
+    except ServiceError as error:
+        response = service_error_response(error)
+        record.error = error.message
+    except web.HTTPException as exc:  # routing (404/405) and aiohttp's own limits
+        detail = exc.text or exc.reason
+        if exc.status == 404:
+            detail = f"no endpoint {request.method} {request.path}"
+        response = error_response(exc.status, detail)
+        record.error = detail
+    except Exception as exc:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        detail = f"internal error: {type(exc).__name__}: {exc}"
+        response = error_response(500, detail)
+        record.error = detail
+    record.status = response.status
+    return response

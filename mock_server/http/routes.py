@@ -1,0 +1,342 @@
+"""The HTTP handlers: decode the body, call the service, encode the answer.
+
+One handler per endpoint of the official API (wire spec §2, §10), plus the JSON-era
+`/api/v1/forward` and the mock's own `GET /_mock/requests` (the request record, for tests and
+conformance runs). Handlers hold no state and no logic beyond translation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from mock_server.http import encode, parse
+from mock_server.http.bodies import (
+    JSON,
+    PROTOBUF,
+    parse_json,
+    read_body,
+    require_media_type,
+)
+from mock_server.http.encode import dumps
+from mock_server.http.keys import PRINCIPAL_KEY, RECORD_KEY, SERVICE_KEY
+from mock_server.service import MalformedRequest, TinkerService
+from mock_server.service.auth import Principal
+from mock_server.service.results import SubmittedFuture
+from tinker_ref.codec import CodecError, ForwardBackwardRequest, decode_forward_backward_request
+
+API = "/api/v1"
+
+
+def _service(request: web.Request) -> TinkerService:
+    return request.app[SERVICE_KEY]
+
+
+def _principal(request: web.Request) -> Principal:
+    return request[PRINCIPAL_KEY]
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.json_response(body, status=status, dumps=dumps)
+
+
+async def _read_json(request: web.Request) -> Any:
+    require_media_type(request, JSON)
+    config = _service(request).config
+    body = parse_json(
+        await read_body(request, config.max_body_bytes, config.max_decompressed_bytes)
+    )
+    request[RECORD_KEY].body = body
+    return body
+
+
+def _submitted(request: web.Request, submitted: SubmittedFuture) -> web.Response:
+    request[RECORD_KEY].request_id = submitted.request_id
+    return _json(encode.submitted_json(submitted))
+
+
+def _note_seq(request: web.Request, body: Any) -> None:
+    if isinstance(body, dict) and isinstance(body.get("seq_id"), int):
+        request[RECORD_KEY].seq_id = body["seq_id"]
+
+
+# ----- configuration, auth, health -----
+
+
+async def client_config(request: web.Request) -> web.Response:
+    await _read_json(request)
+    return _json(_service(request).client_config())
+
+
+async def dynamic_config(request: web.Request) -> web.Response:
+    await _read_json(request)
+    return _json(_service(request).dynamic_config())
+
+
+async def auth_token(request: web.Request) -> web.Response:
+    await _read_json(request)
+    return _json({"jwt": _service(request).issue_token(_principal(request))})
+
+
+async def server_capabilities(request: web.Request) -> web.Response:
+    return _json(encode.capabilities_json(_service(request).capabilities()))
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return _json({"status": "ok"})
+
+
+async def telemetry(request: web.Request) -> web.Response:
+    await _read_json(request)
+    return _json({"status": "accepted"})
+
+
+# ----- sessions and models -----
+
+
+async def create_session(request: web.Request) -> web.Response:
+    req = parse.create_session(await _read_json(request))
+    info = await _service(request).create_session(_principal(request), req)
+    return _json({"type": "create_session", "session_id": info.session_id})
+
+
+async def session_heartbeat(request: web.Request) -> web.Response:
+    fields = parse.Fields(await _read_json(request))
+    await _service(request).heartbeat(_principal(request), fields.text("session_id"))
+    return _json({"type": "session_heartbeat"})
+
+
+async def finish_session(request: web.Request) -> web.Response:
+    await _read_json(request)
+    await _service(request).finish_session(_principal(request), request.match_info["session_id"])
+    return _json({})
+
+
+async def create_model(request: web.Request) -> web.Response:
+    req = parse.create_model(await _read_json(request))
+    return _submitted(
+        request, await _service(request).training.create_model(_principal(request), req)
+    )
+
+
+async def get_info(request: web.Request) -> web.Response:
+    fields = parse.Fields(await _read_json(request))
+    info = await _service(request).get_info(_principal(request), fields.text("model_id"))
+    return _json(encode.model_info_json(info))
+
+
+# ----- training -----
+
+
+def _summary(req: ForwardBackwardRequest, body_bytes: int, encoding: str | None) -> dict[str, Any]:
+    """What the request record keeps of a forward/backward body: its shape, not its data."""
+    return {
+        "model_id": req.model_id,
+        "seq_id": req.seq_id,
+        "loss_fn": req.loss_fn,
+        "loss_fn_config": req.loss_fn_config,
+        "forward_only": req.forward_only,
+        "num_datums": len(req.data),
+        "data": [
+            {
+                "num_tokens": datum.model_input.length,
+                "loss_fn_inputs": {
+                    key: {"dtype": td.dtype, "shape": list(td.dense_shape), "sparse": td.is_sparse}
+                    for key, td in sorted(datum.loss_fn_inputs.items())
+                },
+            }
+            for datum in req.data
+        ],
+        "body_bytes": body_bytes,
+        "content_encoding": encoding,
+    }
+
+
+async def _forward_backward(request: web.Request, forward_only_endpoint: bool) -> web.Response:
+    service = _service(request)
+    config = service.config
+    # The protobuf era (SDK >= 0.25) posts protobuf; the JSON era (SDK <= 0.22, Tinkex) JSON.
+    media = (
+        require_media_type(request, JSON)
+        if forward_only_endpoint
+        else require_media_type(request, PROTOBUF, JSON)
+    )
+    raw = await read_body(request, config.max_body_bytes, config.max_decompressed_bytes)
+    req: ForwardBackwardRequest
+    if media == PROTOBUF:
+        try:
+            req = decode_forward_backward_request(raw)
+        except CodecError as exc:
+            raise MalformedRequest(exc.message, exc.field) from exc
+    else:
+        req = parse.forward_backward_json(parse_json(raw), forward_only=forward_only_endpoint)
+    record = request[RECORD_KEY]
+    record.seq_id = req.seq_id
+    record.body = _summary(req, len(raw), request.headers.get("Content-Encoding"))
+    submitted = await service.training.forward_backward(_principal(request), req)
+    return _submitted(request, submitted)
+
+
+async def forward_backward(request: web.Request) -> web.Response:
+    return await _forward_backward(request, forward_only_endpoint=False)
+
+
+async def forward(request: web.Request) -> web.Response:
+    return await _forward_backward(request, forward_only_endpoint=True)
+
+
+async def optim_step(request: web.Request) -> web.Response:
+    body = await _read_json(request)
+    _note_seq(request, body)
+    req = parse.optim_step(body)
+    return _submitted(
+        request, await _service(request).training.optim_step(_principal(request), req)
+    )
+
+
+async def save_weights(request: web.Request) -> web.Response:
+    body = await _read_json(request)
+    _note_seq(request, body)
+    req = parse.save_weights(body)
+    return _submitted(
+        request, await _service(request).training.save_weights(_principal(request), req)
+    )
+
+
+async def save_weights_for_sampler(request: web.Request) -> web.Response:
+    body = await _read_json(request)
+    _note_seq(request, body)
+    req = parse.save_weights_for_sampler(body)
+    training = _service(request).training
+    return _submitted(request, await training.save_weights_for_sampler(_principal(request), req))
+
+
+async def load_weights(request: web.Request) -> web.Response:
+    body = await _read_json(request)
+    _note_seq(request, body)
+    req = parse.load_weights(body)
+    return _submitted(
+        request, await _service(request).training.load_weights(_principal(request), req)
+    )
+
+
+async def create_custom_loss(request: web.Request) -> web.Response:
+    req = parse.create_custom_loss(await _read_json(request))
+    training = _service(request).training
+    return _submitted(request, await training.create_custom_loss(_principal(request), req))
+
+
+# ----- sampling -----
+
+
+async def create_sampling_session(request: web.Request) -> web.Response:
+    req = parse.create_sampling_session(await _read_json(request))
+    sampler_id = await _service(request).sampling.create_sampling_session(_principal(request), req)
+    return _json({"type": "create_sampling_session", "sampling_session_id": sampler_id})
+
+
+async def get_sampler(request: web.Request) -> web.Response:
+    info = _service(request).sampling.sampler_info(
+        _principal(request), request.match_info["sampler_id"]
+    )
+    return _json(encode.sampler_json(info))
+
+
+async def join_sampling_session(request: web.Request) -> web.Response:
+    fields = parse.Fields(await _read_json(request))
+    counter = _service(request).sampling.join(
+        _principal(request), fields.text("sampling_session_id")
+    )
+    return _json({"type": "join_sampling_session", "client_counter": counter})
+
+
+async def asample(request: web.Request) -> web.Response:
+    body = await _read_json(request)
+    _note_seq(request, body)
+    req = parse.sample(body)
+    return _submitted(request, await _service(request).sampling.sample(_principal(request), req))
+
+
+# ----- futures -----
+
+
+async def retrieve_future(request: web.Request) -> web.Response:
+    service = _service(request)
+    fields = parse.Fields(await _read_json(request))
+    request_id = fields.text("request_id")
+    allow_metadata_only = fields.flag("allow_metadata_only", False)
+    request[RECORD_KEY].request_id = request_id
+    record = await service.retrieve(_principal(request), request_id)
+    if not record.finished:
+        # Only after a long-poll: the SDK re-polls try_again with no delay (spec §11.2).
+        return _json(encode.try_again_json(request_id))
+    if record.failure is not None:
+        service.mark_retrieved(record)
+        return _json(encode.failure_json(record.failure))
+    wire = encode.wire_format(record.result, request.headers.get("Accept", JSON))
+    payload = record.wire_cache.get(wire)
+    if payload is None:
+        payload = record.wire_cache[wire] = encode.encode_result(record.result, wire)
+    if (
+        allow_metadata_only
+        and not record.metadata_sent
+        and len(payload) > service.config.metadata_threshold_bytes
+    ):
+        # Announce a large payload once; the SDK reserves the bytes and asks again without
+        # allow_metadata_only (a second announcement would trip its assertion).
+        record.metadata_sent = True
+        return _json({"status": "complete_metadata", "response_payload_size": len(payload)})
+    service.mark_retrieved(record)
+    return web.Response(body=payload, content_type=wire)
+
+
+async def cancel_future(request: web.Request) -> web.Response:
+    fields = parse.Fields(await _read_json(request))
+    await _service(request).cancel(_principal(request), fields.text("request_id"))
+    return _json({})
+
+
+# ----- the mock's own endpoints -----
+
+
+async def mock_requests(request: web.Request) -> web.Response:
+    case = request.query.get("case")
+    records = _service(request).records.records(case)
+    return _json({"requests": [r.to_json() for r in records]})
+
+
+def add_routes(app: web.Application) -> None:
+    post = {
+        "client/config": client_config,
+        "client/dynamic_config": dynamic_config,
+        "auth/token": auth_token,
+        "telemetry": telemetry,
+        "create_session": create_session,
+        "session_heartbeat": session_heartbeat,
+        "sessions/{session_id}/finish": finish_session,
+        "create_model": create_model,
+        "get_info": get_info,
+        "forward_backward": forward_backward,
+        "forward": forward,
+        "optim_step": optim_step,
+        "save_weights": save_weights,
+        "save_weights_for_sampler": save_weights_for_sampler,
+        "load_weights": load_weights,
+        "create_custom_loss": create_custom_loss,
+        "create_sampling_session": create_sampling_session,
+        "join_sampling_session": join_sampling_session,
+        "asample": asample,
+        "retrieve_future": retrieve_future,
+        "cancel_future": cancel_future,
+    }
+    get = {
+        "get_server_capabilities": server_capabilities,
+        "healthz": healthz,
+        "samplers/{sampler_id}": get_sampler,
+    }
+    for path, handler in post.items():
+        app.router.add_post(f"{API}/{path}", handler)
+    for path, handler in get.items():
+        app.router.add_get(f"{API}/{path}", handler, allow_head=False)
+    app.router.add_get("/_mock/requests", mock_requests, allow_head=False)
