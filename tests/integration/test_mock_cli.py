@@ -1,0 +1,96 @@
+"""`tinker-mock serve` as a process: the ready line, port 0, config errors, graceful shutdown."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from typing import Any
+
+from tests.support.mock_process import READY, REPO_ROOT, running_mock_server
+from tinker_ref import codec
+from tinker_ref.types import Datum, ModelInput
+
+
+def _call(url: str, path: str, body: dict[str, Any] | None = None, timeout: float = 30) -> Any:
+    request = urllib.request.Request(
+        f"{url}{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"X-API-Key": "tml-dev", "Content-Type": "application/json"},
+        method="GET" if body is None else "POST",
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def test_ready_line_then_silence_on_stdout_and_graceful_sigterm() -> None:
+    with running_mock_server(
+        "--seed", "3", "--client-config", '{"fwdbwd_max_chunk_len": 7}'
+    ) as server:
+        assert READY.match(f"tinker-mock listening http={server.url} grpc=-")
+        assert server.url.startswith("http://127.0.0.1:") and not server.url.endswith(":0")
+        assert _call(server.url, "/api/v1/healthz") == {"status": "ok"}
+        config = _call(server.url, "/api/v1/client/config", {"sdk_version": "0.38.0"})
+        assert config["fwdbwd_max_chunk_len"] == 7
+        session = _call(server.url, "/api/v1/create_session", {})["session_id"]
+        model = _call(
+            server.url,
+            "/api/v1/create_model",
+            {"session_id": session, "model_seq_id": 0, "base_model": "tinker-ref/tiny-64"},
+        )
+        # A long-poll on a future that cannot finish (seq 1 never comes) is pending at SIGTERM.
+        _call(server.url, "/api/v1/retrieve_future", {"request_id": model["request_id"]})
+        body = codec.encode_forward_backward_request(
+            model["model_id"],
+            2,
+            [Datum(ModelInput.from_ints([1, 2]), {"target_tokens": [2, 3], "weights": [1.0, 1.0]})],
+            "cross_entropy",
+        )
+        request = urllib.request.Request(
+            f"{server.url}/api/v1/forward_backward",
+            data=body,
+            headers={"X-API-Key": "tml-dev", "Content-Type": "application/x-protobuf"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            pending = json.loads(response.read())["request_id"]
+        answers: list[Any] = []
+
+        def long_poll() -> None:
+            answers.append(_call(server.url, "/api/v1/retrieve_future", {"request_id": pending}))
+
+        poller = threading.Thread(target=long_poll)
+        poller.start()
+        time.sleep(0.5)
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(20) == 0
+        poller.join(20)
+        assert time.monotonic() - started < 15  # the long-poll did not hold shutdown for 30 s
+        assert answers and answers[0]["type"] == "try_again"
+        assert server.process.stdout is not None and server.process.stdout.read() == ""
+
+
+def test_bad_client_config_exits_with_a_message() -> None:
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mock_server",
+            "serve",
+            "--port",
+            "0",
+            "--client-config",
+            '{"fwdbwd_max_chunk_lenn": 2}',
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 2
+    assert "fwdbwd_max_chunk_lenn" in completed.stderr and completed.stdout == ""

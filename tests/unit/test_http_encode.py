@@ -1,0 +1,35 @@
+"""Result encoding of the HTTP front end: wire era by Accept, JSON shapes the SDK validates."""
+
+from __future__ import annotations
+
+import math
+
+from mock_server.http.bodies import JSON, PROTOBUF
+from mock_server.http.encode import encode_result, result_json, sample_response_json, wire_format
+from mock_server.service.results import OptimStepResult, SaveWeightsForSamplerResult
+from tinker_ref.codec import decode_forward_backward_output
+from tinker_ref.types import ForwardBackwardOutput, SampledSequence, SampleResponse, TensorData
+
+
+def test_nan_prompt_logprob_encodes_as_null() -> None:
+    response = SampleResponse(
+        [SampledSequence("stop", [1], [-0.5])], prompt_logprobs=[math.nan, -1.25]
+    )
+    assert sample_response_json(response)["prompt_logprobs"] == [None, -1.25]
+
+
+def test_protobuf_only_for_forward_backward_and_sample_results() -> None:
+    output = ForwardBackwardOutput(
+        "ArrayRecord", [{"logprobs": TensorData([-1.0, -2.0], "float32", [2])}], {"loss:sum": 3.0}
+    )
+    assert wire_format(output, "application/x-protobuf") == PROTOBUF
+    assert wire_format(output, "application/json") == JSON
+    assert wire_format(OptimStepResult({}), "application/x-protobuf") == JSON
+    assert decode_forward_backward_output(encode_result(output, PROTOBUF)) == output
+
+
+def test_save_for_sampler_json_leaves_out_the_absent_variant() -> None:
+    named = result_json(SaveWeightsForSamplerResult(path="tinker://m/sampler_weights/a"))
+    assert named == {"type": "save_weights_for_sampler", "path": "tinker://m/sampler_weights/a"}
+    ephemeral = result_json(SaveWeightsForSamplerResult(sampling_session_id="s:sample:0"))
+    assert ephemeral == {"type": "save_weights_for_sampler", "sampling_session_id": "s:sample:0"}
