@@ -25,6 +25,7 @@ from mock_server.service.results import (
     SaveWeightsForSamplerResult,
     SaveWeightsResult,
     SubmittedFuture,
+    WeightsInfo,
 )
 from tinker_ref.codec import (
     encode_forward_backward_output,
@@ -112,6 +113,17 @@ def model_info_json(info: ModelInfo) -> dict[str, Any]:
         "lora_rank": info.lora_rank,
         "model_name": info.base_model,
         "optimizer_config": {"type": info.optimizer_type},
+    }
+
+
+def weights_info_json(info: WeightsInfo) -> dict[str, Any]:
+    return {
+        "base_model": info.base_model,
+        "is_lora": True,
+        "lora_rank": info.lora_rank,
+        "train_unembed": info.train_unembed,
+        "train_mlp": info.train_mlp,
+        "train_attn": info.train_attn,
     }
 
 

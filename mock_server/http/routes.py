@@ -174,7 +174,10 @@ async def _forward_backward(request: web.Request, forward_only_endpoint: bool) -
     record = request[RECORD_KEY]
     record.seq_id = req.seq_id
     record.body = _summary(req, len(raw), request.headers.get("Content-Encoding"))
-    submitted = await service.training.forward_backward(_principal(request), req)
+    # The JSON-era /forward of SDK 0.15 carries the caller's full datums (custom-loss forward).
+    submitted = await service.training.forward_backward(
+        _principal(request), req, ignore_unused_inputs=forward_only_endpoint
+    )
     return _submitted(request, submitted)
 
 
@@ -219,6 +222,13 @@ async def load_weights(request: web.Request) -> web.Response:
     return _submitted(
         request, await _service(request).training.load_weights(_principal(request), req)
     )
+
+
+async def weights_info(request: web.Request) -> web.Response:
+    fields = parse.Fields(await _read_json(request))
+    training = _service(request).training
+    info = await training.weights_info(_principal(request), fields.text("tinker_path"))
+    return _json(encode.weights_info_json(info))
 
 
 async def create_custom_loss(request: web.Request) -> web.Response:
@@ -323,6 +333,7 @@ def add_routes(app: web.Application) -> None:
         "save_weights": save_weights,
         "save_weights_for_sampler": save_weights_for_sampler,
         "load_weights": load_weights,
+        "weights_info": weights_info,
         "create_custom_loss": create_custom_loss,
         "create_sampling_session": create_sampling_session,
         "join_sampling_session": join_sampling_session,

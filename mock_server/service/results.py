@@ -53,6 +53,17 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
+class WeightsInfo:
+    """What `/weights_info` tells old SDKs (<= 0.25) to recreate a model before loading."""
+
+    base_model: str
+    lora_rank: int
+    train_attn: bool
+    train_mlp: bool
+    train_unembed: bool
+
+
+@dataclass(frozen=True)
 class SamplerInfo:
     sampler_id: str
     base_model: str

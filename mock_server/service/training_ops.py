@@ -16,7 +16,9 @@ from typing import Any
 
 from mock_server.custom_loss import compile_custom_loss
 from mock_server.engine import (
+    LOSSES,
     AdamConfig,
+    CheckpointError,
     DatumInput,
     DatumLoss,
     LoraConfig,
@@ -26,6 +28,7 @@ from mock_server.engine import (
     load_checkpoint,
     save_checkpoint,
 )
+from mock_server.engine.losses import LossSpec
 from mock_server.service import ids
 from mock_server.service.auth import Principal
 from mock_server.service.checkpoints import CheckpointAddress, check_name, parse_address
@@ -35,6 +38,7 @@ from mock_server.service.errors import (
     Conflict,
     InvalidArgument,
     MalformedRequest,
+    NotFound,
     ServiceError,
 )
 from mock_server.service.fingerprint import fingerprint
@@ -55,6 +59,7 @@ from mock_server.service.results import (
     SaveWeightsForSamplerResult,
     SaveWeightsResult,
     SubmittedFuture,
+    WeightsInfo,
 )
 from mock_server.service.state import (
     Claim,
@@ -199,14 +204,18 @@ class TrainingOps:
         return SubmittedFuture(request_id, model.model_id)
 
     async def forward_backward(
-        self, principal: Principal, req: ForwardBackwardRequest
+        self, principal: Principal, req: ForwardBackwardRequest, ignore_unused_inputs: bool = False
     ) -> SubmittedFuture:
+        """`ignore_unused_inputs` drops loss inputs the loss does not read instead of refusing
+        them: SDK 0.15's custom-loss forward (`/forward`) sends the caller's datums unchanged."""
         model = self._ctx.registry.model(principal, req.model_id)
 
         def plan() -> tuple[Work, Finish]:
             if not req.data:
                 raise InvalidArgument("at least one datum is required", "data")
             inputs = datum_inputs(req.data)
+            if ignore_unused_inputs and req.loss_fn in LOSSES:
+                inputs = _only_used_inputs(inputs, LOSSES[req.loss_fn])
             vocab = get_spec(model.base_model).vocab_size if model.base_model else None
             if vocab is not None:
                 for index, datum in enumerate(inputs):
@@ -397,6 +406,22 @@ class TrainingOps:
 
         return work, finish
 
+    async def weights_info(self, principal: Principal, path: str) -> WeightsInfo:
+        """The base model and LoRA shape of a checkpoint (`/weights_info`, SDK <= 0.25)."""
+        with validating():
+            address = self._checkpoint(principal, path)
+        directory = self._ctx.checkpoints.directory(address)
+        try:
+            checkpoint = await self._ctx.in_thread(
+                lambda: load_checkpoint(directory, with_optimizer=False)
+            )
+        except CheckpointError as exc:
+            raise NotFound(str(exc), "tinker_path") from exc
+        lora = checkpoint.lora
+        return WeightsInfo(
+            checkpoint.base_model, lora.rank, lora.train_attn, lora.train_mlp, lora.train_unembed
+        )
+
     async def load_weights(self, principal: Principal, req: LoadWeights) -> SubmittedFuture:
         if req.model_id is not None:
             return await self._load_into(principal, req)
@@ -487,3 +512,11 @@ class TrainingOps:
             work,
             result=lambda created: LoadWeightsResult(address.uri, created),
         )
+
+
+def _only_used_inputs(inputs: list[DatumInput], loss: LossSpec) -> list[DatumInput]:
+    used = {"target_tokens", *loss.required_inputs, *loss.optional_inputs}
+    return [
+        DatumInput(d.tokens, {k: v for k, v in d.loss_fn_inputs.items() if k in used})
+        for d in inputs
+    ]

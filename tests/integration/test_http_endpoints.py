@@ -442,3 +442,37 @@ async def test_request_record_keeps_what_arrived(make_mock_api: MakeMockApi) -> 
     assert "x-api-key" not in record["headers"]
     assert record["body"]["data"][0]["loss_fn_inputs"]["weights"]["shape"] == [7]
     assert record["status"] == 200
+
+
+async def test_weights_info_and_json_era_forward_leniency(make_mock_api: MakeMockApi) -> None:
+    api = await make_mock_api()
+    model = await api.create_model(await api.session(), rank=3)
+    saved = await api.post("save_weights", {"model_id": model, "path": "w", "seq_id": 1})
+    path = (await api.result(saved["request_id"]))["path"]
+    info = await api.post("weights_info", {"tinker_path": path})
+    assert info == {
+        "base_model": TINY,
+        "is_lora": True,
+        "lora_rank": 3,
+        "train_unembed": True,
+        "train_mlp": True,
+        "train_attn": True,
+    }
+    missing = await api.post("weights_info", {"tinker_path": f"{path}-nope"}, status=404)
+    assert missing["field"] == "tinker_path"
+    # SDK 0.15's custom-loss forward sends the caller's datums unchanged to /forward.
+    extra = {
+        "model_input": {"chunks": [{"tokens": TOKENS[:-1]}]},  # no "type": 0.15 leaves it unset
+        "loss_fn_inputs": {
+            "target_tokens": {"data": TOKENS[1:], "dtype": "int64", "shape": [7]},
+            "weights": {"data": [1.0] * 7, "dtype": "float32", "shape": [7]},
+            "advantages": {"data": [0.5] * 7, "dtype": "float32", "shape": [7]},
+        },
+    }
+    body = {
+        "model_id": model,
+        "seq_id": 2,
+        "forward_input": {"data": [extra], "loss_fn": "cross_entropy", "loss_fn_config": None},
+    }
+    result = await api.result((await api.post("forward", body))["request_id"])
+    assert len(result["loss_fn_outputs"][0]["logprobs"]["data"]) == 7
