@@ -126,7 +126,11 @@ def _clip_bounds(inputs: Inputs, config: Config) -> tuple[Tensor | float, Tensor
 
 
 def _clamp(x: Tensor, low: Tensor | float, high: Tensor | float) -> Tensor:
-    return torch.minimum(torch.maximum(x, torch.as_tensor(low)), torch.as_tensor(high))
+    # torch.clamp's gradient is 1 on the closed interval [low, high]; a minimum/maximum pair
+    # would split it between its equal inputs and halve the gradient exactly at a bound.
+    low_t = torch.as_tensor(low, dtype=x.dtype)
+    high_t = torch.as_tensor(high, dtype=x.dtype)
+    return torch.clamp(x, low_t, high_t)
 
 
 def cross_entropy(logprobs: Tensor, inputs: Inputs, config: Config) -> Tensor:

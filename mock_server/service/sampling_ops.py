@@ -169,6 +169,8 @@ class SamplingOps:
             pad = -1 if req.target_prompt_logprobs.is_sparse else 0
             targets = req.target_prompt_logprobs.to_torch(pad_value=pad).to(torch.int64)
         seed = params.seed
+        if seed is not None and not 0 <= seed < 2**64:
+            raise InvalidArgument(f"must be in [0, 2**64), got {seed}", "sampling_params.seed")
         if seed is None:
             seed = derive_seed(self._ctx.config.seed, sampler.sampling_session_id, req.seq_id)
         spec = SampleSpec(

@@ -262,11 +262,6 @@ def test_clipped_loss_value_at_the_bounds_is_minus_ratio_times_advantage(name, m
 BOUNDARY_SIDES = [("high", 1.0), ("low", -1.0)]  # the side where r == bound keeps the gradient
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: losses._clamp (torch.minimum/maximum) halves the gradient at a bound; "
-    "the docs' torch.clamp is inclusive, so at r == lo or hi the full -A r flows",
-)
 @pytest.mark.parametrize(
     ("name", "mode", "side", "adv"),
     [

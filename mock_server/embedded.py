@@ -1,0 +1,89 @@
+"""Run the mock server inside the current process, on a background thread.
+
+    with serve(seed=0) as mock:
+        client = tinker_ref.ServiceClient(base_url=mock.url, api_key="tml-dev")
+
+The server gets its own event loop on a daemon thread, so synchronous code (scripts, pytest
+tests, the official SDK with its own loop thread) can talk to it over loopback exactly as it
+would talk to `tinker-mock serve`. Leaving the `with` block stops it the same way SIGTERM stops
+the CLI: long-polls are answered, connections drain, the engine pool finishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from mock_server.http import create_app, start_http
+from mock_server.http.keys import SERVICE_KEY
+from mock_server.service import ServerConfig, TinkerService
+
+START_TIMEOUT_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class EmbeddedServer:
+    """A running in-process mock: its base URL and its service (for white-box helpers)."""
+
+    url: str  # http://127.0.0.1:PORT
+    config: ServerConfig
+    service: TinkerService
+    loop: asyncio.AbstractEventLoop
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        """Run `fn(*args)` on the server's loop (its state is only touched there)."""
+
+        async def run() -> Any:
+            return fn(*args)
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(START_TIMEOUT_SECONDS)
+
+
+@contextmanager
+def serve(config: ServerConfig | None = None, **overrides: Any) -> Iterator[EmbeddedServer]:
+    """Start a mock server on a free loopback port (unless `config` says otherwise).
+
+    `overrides` replace fields of `config` (default: `ServerConfig(port=0)`), e.g.
+    `serve(seed=3, client_config_overrides={"fwdbwd_max_chunk_len": 2})`.
+    """
+    config = dataclasses.replace(config or ServerConfig(port=0), **overrides)
+    loop = asyncio.new_event_loop()
+    started: Future[tuple[web.AppRunner, EmbeddedServer]] = Future()
+
+    async def start() -> None:
+        app = create_app(config)
+        runner, port = await start_http(app, config.host, config.port)
+        host = f"[{config.host}]" if ":" in config.host else config.host
+        started.set_result(
+            (runner, EmbeddedServer(f"http://{host}:{port}", config, app[SERVICE_KEY], loop))
+        )
+
+    def run_loop() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(start())
+        except BaseException as exc:  # handed to the caller, which re-raises it
+            started.set_exception(exc)
+        else:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    thread = threading.Thread(target=run_loop, name="tinker-mock-embedded", daemon=True)
+    thread.start()
+    runner, server = started.result(START_TIMEOUT_SECONDS)
+    try:
+        yield server
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(START_TIMEOUT_SECONDS)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(START_TIMEOUT_SECONDS)
