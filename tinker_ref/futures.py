@@ -12,7 +12,7 @@ import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Coroutine, Generator
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 T = TypeVar("T")
 
@@ -41,6 +41,27 @@ class APIFuture(Generic[T]):
 
     def add_done_callback(self, callback: Any) -> None:
         self._future.add_done_callback(lambda _: callback(self))
+
+
+class ResolvedClientFuture:
+    """Lets a client stand in for "a future of the client", as the official SDK 0.38 returns.
+
+    In SDK 0.38 `create_lora_training_client`, `create_training_client_from_state[...]`,
+    `create_sampling_client` and `save_weights_and_get_sampling_client` return a future of the
+    client (`.result()` / `await`) that also accepts client calls directly. tinker_ref creates
+    clients eagerly, so a client is its own already-resolved future: both spellings of a 0.38
+    script (`create_...(...).result().forward(...)` and `create_...(...).forward(...)`) run
+    unchanged after switching the import.
+    """
+
+    def result(self, timeout: float | None = None) -> Self:
+        return self
+
+    def __await__(self) -> Generator[Any, None, Self]:
+        async def resolved() -> Self:
+            return self
+
+        return resolved().__await__()
 
 
 class EventLoopThread:

@@ -10,14 +10,14 @@ import math
 import threading
 from typing import TYPE_CHECKING
 
-from tinker_ref.futures import APIFuture
+from tinker_ref.futures import APIFuture, ResolvedClientFuture
 from tinker_ref.types import ModelInput, SampleResponse, SamplingParams
 
 if TYPE_CHECKING:
     from tinker_ref.service_client import ServiceClient
 
 
-class SamplingClient:
+class SamplingClient(ResolvedClientFuture):
     def __init__(self, service: ServiceClient, sampling_session_id: str, base_model: str) -> None:
         self.service = service
         self.sampling_session_id = sampling_session_id

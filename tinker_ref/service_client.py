@@ -44,15 +44,17 @@ def _api_key(api_key: str | None) -> str:
 
 
 class ServiceClient:
+    # Positional order as in the official SDK 0.38 (user_metadata, project_id); the rest is
+    # keyword-only there too, so a script switches by changing its import.
     def __init__(
         self,
+        user_metadata: Mapping[str, str] | None = None,
+        project_id: str | None = None,
+        *,
         base_url: str | None = None,
         api_key: str | None = None,
         transport: str = "http",
-        *,
-        user_metadata: Mapping[str, str] | None = None,
         tags: Sequence[str] = (),
-        project_id: str | None = None,
     ) -> None:
         if transport not in TRANSPORTS:
             raise ConfigurationError(

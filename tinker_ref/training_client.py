@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from tinker_ref.chunking import chunk_data
 from tinker_ref.custom_loss import CustomLossFn, forward_phase_data, run_custom_loss
 from tinker_ref.errors import ClientPoisonedError
-from tinker_ref.futures import APIFuture, EventLoopThread
+from tinker_ref.futures import APIFuture, EventLoopThread, ResolvedClientFuture
 from tinker_ref.metrics import combine_chunk_results, merge_custom_loss_metrics
 from tinker_ref.transport.base import ClientConfig, LossFnConfig, Pending, Transport
 from tinker_ref.types import AdamParams, Datum, ForwardBackwardOutput
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from tinker_ref.service_client import ServiceClient
 
 
-class TrainingClient:
+class TrainingClient(ResolvedClientFuture):
     def __init__(
         self,
         service: ServiceClient,

@@ -70,6 +70,9 @@ class ServerConfig:
     worker_threads: int = 4  # engine thread pool; one model's ops never overlap regardless
     jwt_ttl_seconds: int = 3600  # lifetime of tokens from /auth/token (pjwt_auth_enabled)
     max_request_records: int = 10_000  # request records kept for tests / conformance (FIFO)
+    # Keep forward/backward token ids and loss_fn_inputs *values* in the request record (tests
+    # that check what a client sent, e.g. custom-loss weights per datum); off: shapes only.
+    record_tensors: bool = False
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.client_config_overrides) - set(CLIENT_CONFIG_DEFAULTS))

@@ -143,6 +143,8 @@ class HttpTransport:
         request_headers = {
             "X-API-Key": auth if auth is not None else await self._credential(),
             "User-Agent": f"tinker-ref/{__version__}",
+            # Every answer but a retrieved result is JSON; the SDK says so too (spec §0.5).
+            "Accept": "application/json",
             **(headers or {}),
         }
         if method != "GET":
