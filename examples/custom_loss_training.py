@@ -66,9 +66,10 @@ def main() -> None:
     parser.add_argument("--transport", choices=["http", "grpc"], default="http")
     parser.add_argument("--steps", type=int, default=8)
     args = parser.parse_args()
-    with serve(seed=0) as mock:
-        print(f"mock server at {mock.url}")
-        losses = train(mock.url, args.transport, args.steps)
+    with serve(seed=0, grpc=args.transport == "grpc") as mock:
+        base_url = mock.grpc_target if args.transport == "grpc" else mock.url
+        print(f"mock server at {base_url} ({args.transport})")
+        losses = train(base_url, args.transport, args.steps)
     print(f"mean NLL {losses[0]:.4f} -> {losses[-1]:.4f}")
 
 

@@ -3,11 +3,13 @@
     tinker-mock serve [--host 127.0.0.1] [--port 8080] [--grpc-port 50051] [--seed 0]
                       [--data-dir DIR] [--client-config JSON] [--api-keys FILE]
 
-Once the HTTP listener accepts connections it prints exactly one line to stdout,
-`tinker-mock listening http=http://HOST:PORT grpc=-` (the real port, so `--port 0` is usable by
-scripts; `grpc=-` until the gRPC front end exists), then logs to stderr only. SIGINT and SIGTERM
-shut it down gracefully: pending long-polls are answered, connections drain, the engine pool
-finishes, the temporary data directory (if any) is removed.
+Both front ends serve one service: a session or model made over HTTP is usable over gRPC, and
+seq_id ordering and dedupe span both. Once both listeners accept connections it prints exactly
+one line to stdout, `tinker-mock listening http=http://HOST:PORT grpc=HOST:PORT` (the real
+ports, so port 0 is usable by scripts; `grpc=-` when gRPC is off: `--grpc-port -1`), then logs
+to stderr only. SIGINT and SIGTERM shut it down gracefully: pending long-polls are answered,
+in-flight calls of both front ends finish, the engine pool finishes, the temporary data
+directory (if any) is removed.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mock_server.grpc import start_grpc, stop_grpc
 from mock_server.http import create_app, start_http
+from mock_server.http.keys import SERVICE_KEY
 from mock_server.service import ConfigError, ServerConfig
 
 log = logging.getLogger("tinker_mock")
@@ -50,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--grpc-port",
         type=int,
         default=50051,
-        help="gRPC port (the gRPC front end is not built yet)",
+        help="gRPC port (default 50051); 0 picks a free one, -1 turns gRPC off",
     )
     serve.add_argument("--seed", type=int, default=0, help="server seed (default 0)")
     serve.add_argument(
@@ -85,10 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     if args.api_keys is not None and not args.api_keys.is_file():
         raise ConfigError(f"--api-keys: no such file {args.api_keys}")
+    if args.grpc_port < -1:
+        raise ConfigError(f"--grpc-port: expected a port, 0 or -1 (off), got {args.grpc_port}")
     return ServerConfig(
         host=args.host,
         port=args.port,
-        grpc_port=None,
+        grpc_port=None if args.grpc_port == -1 else args.grpc_port,
         seed=args.seed,
         data_dir=args.data_dir,
         client_config_overrides=args.client_config,
@@ -98,19 +104,34 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     )
 
 
+def ready_line(host: str, http_port: int, grpc_port: int | None) -> str:
+    host = f"[{host}]" if ":" in host else host
+    grpc_address = "-" if grpc_port is None else f"{host}:{grpc_port}"
+    return f"tinker-mock listening http=http://{host}:{http_port} grpc={grpc_address}"
+
+
 async def serve(config: ServerConfig) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    runner, port = await start_http(create_app(config), config.host, config.port)
-    host = f"[{config.host}]" if ":" in config.host else config.host
-    print(f"tinker-mock listening http=http://{host}:{port} grpc=-", flush=True)
-    log.info("serving seed=%d data_dir=%s", config.seed, config.data_dir or "(temporary)")
+    app = create_app(config)
+    runner, port = await start_http(app, config.host, config.port)
+    grpc_server = None
     try:
+        grpc_port: int | None = None
+        if config.grpc_port is not None:
+            # The service the HTTP app created on startup: one state behind both front ends.
+            grpc_server, grpc_port = await start_grpc(
+                app[SERVICE_KEY], config.host, config.grpc_port
+            )
+        print(ready_line(config.host, port, grpc_port), flush=True)
+        log.info("serving seed=%d data_dir=%s", config.seed, config.data_dir or "(temporary)")
         await stop.wait()
         log.info("shutting down")
     finally:
+        if grpc_server is not None:
+            await stop_grpc(grpc_server, app[SERVICE_KEY])
         await runner.cleanup()
 
 
@@ -126,7 +147,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"tinker-mock: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(serve(config))
+    try:
+        asyncio.run(serve(config))
+    except OSError as exc:  # a port in use, an address that does not exist here
+        print(f"tinker-mock: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from mock_server.service.convert import prompt_token_ids
 from mock_server.service.errors import MalformedRequest
 from mock_server.service.requests import (
     AdamStep,
@@ -34,7 +35,6 @@ from tinker_ref.codec import (
     model_input_from_json,
     tensor_data_from_json,
 )
-from tinker_ref.types import EncodedTextChunk
 
 _MISSING = object()
 
@@ -275,15 +275,7 @@ def prompt_tokens(value: object, field: str) -> tuple[int, ...]:
         model_input = model_input_from_json(value, field)
     except CodecError as exc:
         raise MalformedRequest(exc.message, exc.field) from exc
-    tokens: list[int] = []
-    for index, chunk in enumerate(model_input.chunks):
-        if not isinstance(chunk, EncodedTextChunk):
-            raise MalformedRequest(
-                f"{type(chunk).__name__} is not supported: the mock's models read text only",
-                f"{field}.chunks[{index}]",
-            )
-        tokens.extend(chunk.tokens)
-    return tuple(tokens)
+    return prompt_token_ids(model_input.chunks, field)
 
 
 def sample(body: object, sampling_session_id: str | None = None) -> Sample:

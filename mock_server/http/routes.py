@@ -23,9 +23,9 @@ from mock_server.http.encode import dumps
 from mock_server.http.keys import PRINCIPAL_KEY, RECORD_KEY, SERVICE_KEY
 from mock_server.service import MalformedRequest, TinkerService
 from mock_server.service.auth import Principal
+from mock_server.service.records import forward_backward_summary
 from mock_server.service.results import SubmittedFuture
 from tinker_ref.codec import CodecError, ForwardBackwardRequest, decode_forward_backward_request
-from tinker_ref.types import Datum
 
 API = "/api/v1"
 
@@ -130,39 +130,6 @@ async def get_info(request: web.Request) -> web.Response:
 # ----- training -----
 
 
-def _summary(
-    req: ForwardBackwardRequest, body_bytes: int, encoding: str | None, values: bool
-) -> dict[str, Any]:
-    """What the request record keeps of a forward/backward body: its shape, and its data only
-    when the server records tensors (`ServerConfig.record_tensors`)."""
-    return {
-        "model_id": req.model_id,
-        "seq_id": req.seq_id,
-        "loss_fn": req.loss_fn,
-        "loss_fn_config": req.loss_fn_config,
-        "forward_only": req.forward_only,
-        "num_datums": len(req.data),
-        "data": [_datum_summary(datum, values) for datum in req.data],
-        "body_bytes": body_bytes,
-        "content_encoding": encoding,
-    }
-
-
-def _datum_summary(datum: Datum, values: bool) -> dict[str, Any]:
-    inputs: dict[str, Any] = {}
-    for key, td in sorted(datum.loss_fn_inputs.items()):
-        inputs[key] = {"dtype": td.dtype, "shape": list(td.dense_shape), "sparse": td.is_sparse}
-        if values:
-            inputs[key]["values"] = td.tolist()
-    summary: dict[str, Any] = {"num_tokens": datum.model_input.length, "loss_fn_inputs": inputs}
-    if values:
-        try:
-            summary["tokens"] = datum.model_input.to_ints()
-        except ValueError:  # image chunks: no token list to record
-            summary["tokens"] = None
-    return summary
-
-
 async def _forward_backward(request: web.Request, forward_only_endpoint: bool) -> web.Response:
     service = _service(request)
     config = service.config
@@ -183,7 +150,7 @@ async def _forward_backward(request: web.Request, forward_only_endpoint: bool) -
         req = parse.forward_backward_json(parse_json(raw), forward_only=forward_only_endpoint)
     record = request[RECORD_KEY]
     record.seq_id = req.seq_id
-    record.body = _summary(
+    record.body = forward_backward_summary(
         req, len(raw), request.headers.get("Content-Encoding"), config.record_tensors
     )
     # The JSON-era /forward of SDK 0.15 carries the caller's full datums (custom-loss forward).

@@ -15,16 +15,31 @@ import numpy as np
 import torch
 
 from mock_server.engine import DatumInput, ForwardBackwardResult, SampleResult
-from mock_server.service.errors import InvalidArgument
+from mock_server.service.errors import InvalidArgument, MalformedRequest
 from tinker_ref.types import (
     Datum,
     EncodedTextChunk,
     ForwardBackwardOutput,
+    ModelInputChunk,
     SampledSequence,
     SampleResponse,
     TensorData,
     TopkLogprobs,
 )
+
+
+def prompt_token_ids(chunks: Sequence[ModelInputChunk], field: str) -> tuple[int, ...]:
+    """A sampling prompt's token ids, its text chunks concatenated (the front ends' shared
+    check: the mock's models read text only)."""
+    tokens: list[int] = []
+    for index, chunk in enumerate(chunks):
+        if not isinstance(chunk, EncodedTextChunk):
+            raise MalformedRequest(
+                f"{type(chunk).__name__} is not supported: the mock's models read text only",
+                f"{field}.chunks[{index}]",
+            )
+        tokens.extend(chunk.tokens)
+    return tuple(tokens)
 
 
 def datum_inputs(data: Sequence[Datum]) -> list[DatumInput]:

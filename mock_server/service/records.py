@@ -14,6 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from tinker_ref.codec import ForwardBackwardRequest
+from tinker_ref.types import Datum
+
 # Lower-cased header names worth keeping (never X-API-Key or other credentials).
 RECORDED_HEADERS = (
     "content-type",
@@ -90,3 +93,36 @@ class RequestLog:
 
     def clear(self) -> None:
         self._records.clear()
+
+
+def forward_backward_summary(
+    req: ForwardBackwardRequest, body_bytes: int, encoding: str | None, values: bool
+) -> dict[str, Any]:
+    """What the request record keeps of a forward/backward body (either front end): its shape,
+    and its data only when the server records tensors (`ServerConfig.record_tensors`)."""
+    return {
+        "model_id": req.model_id,
+        "seq_id": req.seq_id,
+        "loss_fn": req.loss_fn,
+        "loss_fn_config": req.loss_fn_config,
+        "forward_only": req.forward_only,
+        "num_datums": len(req.data),
+        "data": [_datum_summary(datum, values) for datum in req.data],
+        "body_bytes": body_bytes,
+        "content_encoding": encoding,
+    }
+
+
+def _datum_summary(datum: Datum, values: bool) -> dict[str, Any]:
+    inputs: dict[str, Any] = {}
+    for key, td in sorted(datum.loss_fn_inputs.items()):
+        inputs[key] = {"dtype": td.dtype, "shape": list(td.dense_shape), "sparse": td.is_sparse}
+        if values:
+            inputs[key]["values"] = td.tolist()
+    summary: dict[str, Any] = {"num_tokens": datum.model_input.length, "loss_fn_inputs": inputs}
+    if values:
+        try:
+            summary["tokens"] = datum.model_input.to_ints()
+        except ValueError:  # image chunks: no token list to record
+            summary["tokens"] = None
+    return summary

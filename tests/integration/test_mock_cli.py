@@ -1,9 +1,11 @@
-"""`tinker-mock serve` as a process: the ready line, port 0, config errors, graceful shutdown."""
+"""`tinker-mock serve` as a process: the ready line, port 0, both front ends over one service,
+config and port errors, graceful shutdown."""
 
 from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -11,9 +13,15 @@ import time
 import urllib.request
 from typing import Any
 
+import grpc
+
 from tests.support.mock_process import READY, REPO_ROOT, running_mock_server
 from tinker_ref import codec
+from tinker_ref._proto.tinker_ref.training.v1 import training_pb2 as pb
+from tinker_ref._proto.tinker_ref.training.v1.training_pb2_grpc import TrainingServiceStub
 from tinker_ref.types import Datum, ModelInput
+
+_GRPC_KEY = (("x-api-key", "tml-dev"),)
 
 
 def _call(url: str, path: str, body: dict[str, Any] | None = None, timeout: float = 30) -> Any:
@@ -31,8 +39,13 @@ def test_ready_line_then_silence_on_stdout_and_graceful_sigterm() -> None:
     with running_mock_server(
         "--seed", "3", "--client-config", '{"fwdbwd_max_chunk_len": 7}'
     ) as server:
-        assert READY.match(f"tinker-mock listening http={server.url} grpc=-")
+        assert server.grpc_target is not None
+        assert READY.match(f"tinker-mock listening http={server.url} grpc={server.grpc_target}")
         assert server.url.startswith("http://127.0.0.1:") and not server.url.endswith(":0")
+        assert server.grpc_target.startswith("127.0.0.1:")
+        assert not server.grpc_target.endswith(":0")
+        channel = grpc.insecure_channel(server.grpc_target)
+        stub = TrainingServiceStub(channel)
         assert _call(server.url, "/api/v1/healthz") == {"status": "ok"}
         config = _call(server.url, "/api/v1/client/config", {"sdk_version": "0.38.0"})
         assert config["fwdbwd_max_chunk_len"] == 7
@@ -57,21 +70,60 @@ def test_ready_line_then_silence_on_stdout_and_graceful_sigterm() -> None:
         )
         with urllib.request.urlopen(request, timeout=30) as response:
             pending = json.loads(response.read())["request_id"]
+        # One service behind both front ends: the model made over HTTP answers over gRPC.
+        config = stub.GetClientConfig(pb.GetClientConfigRequest(), metadata=_GRPC_KEY, timeout=10)
+        assert config.fwdbwd_max_chunk_len == 7
+        info = stub.GetInfo(
+            pb.GetInfoRequest(model_id=model["model_id"]), metadata=_GRPC_KEY, timeout=30
+        )
+        assert info.model_id == model["model_id"] and info.model_name == "tinker-ref/tiny-64"
         answers: list[Any] = []
+        grpc_answers: list[pb.RetrieveFutureResponse] = []
 
         def long_poll() -> None:
             answers.append(_call(server.url, "/api/v1/retrieve_future", {"request_id": pending}))
 
-        poller = threading.Thread(target=long_poll)
-        poller.start()
+        def grpc_long_poll() -> None:
+            request = pb.RetrieveFutureRequest(request_id=pending)
+            grpc_answers.append(stub.RetrieveFuture(request, metadata=_GRPC_KEY, timeout=40))
+
+        pollers = [threading.Thread(target=long_poll), threading.Thread(target=grpc_long_poll)]
+        for poller in pollers:
+            poller.start()
         time.sleep(0.5)
         started = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(20) == 0
-        poller.join(20)
-        assert time.monotonic() - started < 15  # the long-poll did not hold shutdown for 30 s
+        for poller in pollers:
+            poller.join(20)
+        channel.close()
+        assert time.monotonic() - started < 15  # the long-polls did not hold shutdown for 30 s
         assert answers and answers[0]["type"] == "try_again"
+        assert grpc_answers and grpc_answers[0].WhichOneof("outcome") == "try_again"
         assert server.process.stdout is not None and server.process.stdout.read() == ""
+
+
+def test_grpc_port_minus_one_turns_grpc_off() -> None:
+    with running_mock_server("--grpc-port", "-1") as server:
+        assert server.grpc_target is None
+        assert _call(server.url, "/api/v1/healthz") == {"status": "ok"}
+
+
+def test_a_grpc_port_in_use_exits_with_a_message() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        completed = subprocess.run(
+            [sys.executable, "-m", "mock_server", "serve", "--port", "0", "--grpc-port", str(port)],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert completed.returncode == 1, completed.stderr
+    assert f"127.0.0.1:{port}" in completed.stderr and completed.stdout == ""
 
 
 def test_bad_client_config_exits_with_a_message() -> None:

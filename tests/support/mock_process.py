@@ -1,9 +1,10 @@
 """Run `tinker-mock serve --port 0` as a subprocess for integration tests.
 
 `running_mock_server(*args)` starts the CLI exactly as a user would (`python -m mock_server
-serve --port 0 ...`), waits (bounded) for its single ready line, yields a `MockServer` with the
-base URL, and terminates it with SIGTERM at the end (SIGKILL if it does not exit in time). The
-server's stderr goes to a temporary file so a failing test can show it.
+serve --port 0 --grpc-port 0 ...`; a `--grpc-port` in `args` wins), waits (bounded) for its
+single ready line, yields a `MockServer` with the HTTP base URL and the gRPC target, and
+terminates it with SIGTERM at the end (SIGKILL if it does not exit in time). The server's stderr
+goes to a temporary file so a failing test can show it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class MockServer:
     url: str  # http://127.0.0.1:PORT
     process: subprocess.Popen[str]
     stderr_path: Path
+    grpc_target: str | None = None  # 127.0.0.1:PORT; None when started with --grpc-port -1
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
@@ -58,9 +60,11 @@ def running_mock_server(*args: str, start_timeout: float = 60.0) -> Iterator[Moc
     ) as stderr_file:
         stderr_path = Path(stderr_file.name)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # A fixed default gRPC port (50051) would collide between concurrent test servers.
+    grpc_args = [] if "--grpc-port" in args else ["--grpc-port", "0"]
     with open(stderr_path, "w") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "mock_server", "serve", "--port", "0", *args],
+            [sys.executable, "-m", "mock_server", "serve", "--port", "0", *grpc_args, *args],
             cwd=REPO_ROOT,
             stdout=subprocess.PIPE,
             stderr=stderr,
@@ -68,14 +72,16 @@ def running_mock_server(*args: str, start_timeout: float = 60.0) -> Iterator[Moc
             env=env,
         )
     try:
-        url = _await_ready(process, stderr_path, start_timeout)
-        yield MockServer(url, process, stderr_path)
+        url, grpc_target = _await_ready(process, stderr_path, start_timeout)
+        yield MockServer(url, process, stderr_path, grpc_target)
     finally:
         _stop(process)
         stderr_path.unlink(missing_ok=True)
 
 
-def _await_ready(process: subprocess.Popen[str], stderr_path: Path, timeout: float) -> str:
+def _await_ready(
+    process: subprocess.Popen[str], stderr_path: Path, timeout: float
+) -> tuple[str, str | None]:
     lines: list[str] = []
 
     def read_first_line() -> None:
@@ -93,7 +99,8 @@ def _await_ready(process: subprocess.Popen[str], stderr_path: Path, timeout: flo
             f"tinker-mock did not become ready within {timeout:g} s (first stdout line "
             f"{line!r}); stderr:\n{stderr_path.read_text(errors='replace')[-5000:]}"
         )
-    return match.group("http")
+    grpc_target = match.group("grpc")
+    return match.group("http"), None if grpc_target == "-" else grpc_target
 
 
 def _stop(process: subprocess.Popen[str]) -> None:

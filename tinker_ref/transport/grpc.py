@@ -1,10 +1,14 @@
 """The gRPC transport: the same operations over `tinker_ref.training.v1.TrainingService`.
 
 Semantics mirror the HTTP transport: ops return a FutureHandle, `RetrieveFuture` long-polls
-for the outcome, retries (UNAVAILABLE, RESOURCE_EXHAUSTED, ABORTED, DEADLINE_EXCEEDED,
-INTERNAL) resend the same request, so a retried op keeps its seq_id. The forward/backward
-request is sent as the bytes the shared codec produced, with no second encoding.
-gRPC errors become `tinker_ref.errors` exceptions here, at the edge.
+for the outcome, retries resend the same request, so a retried op keeps its seq_id. The
+forward/backward request is sent as the bytes the shared codec produced, with no second
+encoding. gRPC errors become `tinker_ref.errors` exceptions here, at the edge: the server's
+trailing metadata `tinker-http-status` selects the same exception class the HTTP transport
+raises, and retries follow the HTTP transport's rule on that status (`x-should-retry` first;
+then 408, 409, 429 and 5xx). Errors without it come from gRPC itself: UNAVAILABLE, ABORTED,
+INTERNAL and DEADLINE_EXCEEDED are retried; RESOURCE_EXHAUSTED is grpc's message-size limit
+(413, not retried). A call past its deadline raises APITimeoutError.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ import grpc
 import grpc.aio
 
 from tinker_ref._proto.tinker_ref.training.v1 import training_pb2 as pb
-from tinker_ref._proto.tinker_ref.wire.v1 import wire_pb2
 from tinker_ref.codec import (
     decode_forward_backward_output,
     decode_sample_response,
@@ -56,7 +59,8 @@ from tinker_ref.types.responses import (
 T = TypeVar("T")
 _SERVICE = "/tinker_ref.training.v1.TrainingService/"
 
-# gRPC status -> the HTTP status the same failure has on the HTTP API.
+# gRPC status -> the HTTP status the same failure has on the HTTP API, for errors that do not
+# carry the server's `tinker-http-status` trailer.
 HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
     grpc.StatusCode.UNAUTHENTICATED: 401,
@@ -64,8 +68,8 @@ HTTP_STATUS = {
     grpc.StatusCode.NOT_FOUND: 404,
     grpc.StatusCode.ABORTED: 409,
     grpc.StatusCode.ALREADY_EXISTS: 409,
-    grpc.StatusCode.FAILED_PRECONDITION: 422,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.FAILED_PRECONDITION: 410,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 413,  # grpc's own message-size limit
     grpc.StatusCode.UNIMPLEMENTED: 501,
     grpc.StatusCode.INTERNAL: 500,
     grpc.StatusCode.UNKNOWN: 500,
@@ -74,22 +78,49 @@ HTTP_STATUS = {
 }
 _RETRYABLE = {
     grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
     grpc.StatusCode.ABORTED,
     grpc.StatusCode.DEADLINE_EXCEEDED,
     grpc.StatusCode.INTERNAL,
 }
+HTTP_STATUS_KEY = "tinker-http-status"
+
+
+def _trailers(error: grpc.aio.AioRpcError) -> dict[str, str]:
+    return {
+        key: value
+        for key, value in (error.trailing_metadata() or ())
+        if isinstance(value, str)  # "-bin" keys carry bytes; none of ours do
+    }
+
+
+def _server_status(trailers: Mapping[str, str]) -> int | None:
+    try:
+        return int(trailers[HTTP_STATUS_KEY])
+    except (KeyError, ValueError):
+        return None
+
+
+def _retryable(error: grpc.aio.AioRpcError) -> bool:
+    trailers = _trailers(error)
+    should_retry = trailers.get("x-should-retry")
+    if should_retry in ("true", "false"):
+        return should_retry == "true"
+    status = _server_status(trailers)
+    if status is not None:  # the server's answer: the HTTP transport's rule
+        return status in (408, 409, 429) or status >= 500
+    return error.code() in _RETRYABLE
 
 
 def _translate(error: grpc.aio.AioRpcError, method: str) -> Exception:
     code = error.code()
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return APITimeoutError(f"{method} timed out")
-    if code == grpc.StatusCode.UNAVAILABLE and "connect" in (error.details() or "").lower():
+    trailers = _trailers(error)
+    status = _server_status(trailers)
+    if status is None and code == grpc.StatusCode.UNAVAILABLE:
         return APIConnectionError(f"{method}: {error.details()}")
-    trailing = {k: v for k, v in (error.trailing_metadata() or ())}
-    body = {"detail": error.details(), "field": trailing.get("tinker-field")}
-    return status_error(HTTP_STATUS.get(code, 500), body)
+    body = {"detail": error.details(), "field": trailers.get("tinker-field")}
+    return status_error(status if status is not None else HTTP_STATUS.get(code, 500), body)
 
 
 class GrpcTransport:
@@ -135,7 +166,7 @@ class GrpcTransport:
             try:
                 return await call()
             except grpc.aio.AioRpcError as error:
-                if not retries or error.code() not in _RETRYABLE or attempt == policy.max_retries:
+                if not retries or not _retryable(error) or attempt == policy.max_retries:
                     raise _translate(error, method) from error
             backoff = min(policy.initial_backoff * 2**attempt, policy.max_backoff)
             await asyncio.sleep(backoff * (1 - 0.25 * random.random()))
@@ -430,8 +461,8 @@ class GrpcTransport:
         return self._pending(handle, decode)
 
 
-def _sampling_params(params: SamplingParams) -> wire_pb2.SamplingParams:
-    message = wire_pb2.SamplingParams(
+def _sampling_params(params: SamplingParams) -> pb.SamplingParams:
+    message = pb.SamplingParams(
         temperature=params.temperature, top_k=params.top_k, top_p=params.top_p
     )
     if params.max_tokens is not None:

@@ -295,10 +295,28 @@ class SampleRequest(_message.Message):
     seq_id: int
     prompt: _containers.RepeatedCompositeFieldContainer[_wire_pb2.Chunk]
     num_samples: int
-    sampling_params: _wire_pb2.SamplingParams
+    sampling_params: SamplingParams
     prompt_logprobs: bool
     topk_prompt_logprobs: int
-    def __init__(self, sampling_session_id: _Optional[str] = ..., seq_id: _Optional[int] = ..., prompt: _Optional[_Iterable[_Union[_wire_pb2.Chunk, _Mapping]]] = ..., num_samples: _Optional[int] = ..., sampling_params: _Optional[_Union[_wire_pb2.SamplingParams, _Mapping]] = ..., prompt_logprobs: _Optional[bool] = ..., topk_prompt_logprobs: _Optional[int] = ...) -> None: ...
+    def __init__(self, sampling_session_id: _Optional[str] = ..., seq_id: _Optional[int] = ..., prompt: _Optional[_Iterable[_Union[_wire_pb2.Chunk, _Mapping]]] = ..., num_samples: _Optional[int] = ..., sampling_params: _Optional[_Union[SamplingParams, _Mapping]] = ..., prompt_logprobs: _Optional[bool] = ..., topk_prompt_logprobs: _Optional[int] = ...) -> None: ...
+
+class SamplingParams(_message.Message):
+    __slots__ = ("max_tokens", "seed", "temperature", "top_k", "top_p", "stop_strs", "stop_tokens")
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    TOP_P_FIELD_NUMBER: _ClassVar[int]
+    STOP_STRS_FIELD_NUMBER: _ClassVar[int]
+    STOP_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    max_tokens: int
+    seed: int
+    temperature: float
+    top_k: int
+    top_p: float
+    stop_strs: _wire_pb2.StopStrings
+    stop_tokens: _wire_pb2.StopTokens
+    def __init__(self, max_tokens: _Optional[int] = ..., seed: _Optional[int] = ..., temperature: _Optional[float] = ..., top_k: _Optional[int] = ..., top_p: _Optional[float] = ..., stop_strs: _Optional[_Union[_wire_pb2.StopStrings, _Mapping]] = ..., stop_tokens: _Optional[_Union[_wire_pb2.StopTokens, _Mapping]] = ...) -> None: ...
 
 class RetrieveFutureRequest(_message.Message):
     __slots__ = ("request_id",)

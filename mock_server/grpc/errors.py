@@ -1,0 +1,73 @@
+"""The gRPC error model: `ServiceError` classes -> gRPC status codes, with the HTTP status.
+
+One gRPC code per error class, chosen by what a client should do about it (the table and the
+reasons are in `training.proto`'s header). The status message is the HTTP error body's
+`detail`; the trailing metadata carries what a gRPC code alone cannot: `tinker-http-status`
+(the status the same failure has on the HTTP API, so tinker_ref raises the same exception
+class on both transports — 400 and 422 are both INVALID_ARGUMENT), `tinker-field` (the bad
+field, as in the HTTP body) and `x-should-retry: false` where the HTTP API sends it (409).
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from mock_server.http.middleware import status_of
+from mock_server.service.errors import (
+    Conflict,
+    Gone,
+    InvalidArgument,
+    MalformedRequest,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    ServiceError,
+    Unauthenticated,
+    UnsupportedMediaType,
+)
+
+HTTP_STATUS_KEY = "tinker-http-status"
+FIELD_KEY = "tinker-field"
+SHOULD_RETRY_KEY = "x-should-retry"
+
+GRPC_CODE: dict[type[ServiceError], grpc.StatusCode] = {
+    MalformedRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    # Resending the same request cannot succeed; ABORTED would invite clients to retry it.
+    Conflict: grpc.StatusCode.ALREADY_EXISTS,
+    Gone: grpc.StatusCode.FAILED_PRECONDITION,
+    PayloadTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    UnsupportedMediaType: grpc.StatusCode.INVALID_ARGUMENT,
+    # Well-formed but wrong (unknown loss, token outside the vocabulary): the argument is the
+    # problem, not the server's state, so not FAILED_PRECONDITION.
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+}
+
+Trailers = tuple[tuple[str, str], ...]
+
+
+def code_of(error: ServiceError) -> grpc.StatusCode:
+    for cls in type(error).__mro__:
+        if cls in GRPC_CODE:
+            return GRPC_CODE[cls]  # type: ignore[index]
+    return grpc.StatusCode.INTERNAL
+
+
+def trailers_of(error: ServiceError) -> Trailers:
+    trailers: list[tuple[str, str]] = [(HTTP_STATUS_KEY, str(status_of(error)))]
+    if error.field is not None:
+        trailers.append((FIELD_KEY, _metadata_value(error.field)))
+    if isinstance(error, Conflict):
+        trailers.append((SHOULD_RETRY_KEY, "false"))
+    return tuple(trailers)
+
+
+def internal_trailers() -> Trailers:
+    return ((HTTP_STATUS_KEY, "500"),)
+
+
+def _metadata_value(text: str) -> str:
+    # Metadata values must be printable ASCII; a field path can hold a user's dict key.
+    return "".join(c if " " <= c <= "~" else ascii(c)[1:-1] for c in text)
