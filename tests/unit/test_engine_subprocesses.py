@@ -22,24 +22,20 @@ import pytest
 
 from tests.support.engine_data import TEST_MODELS, determinism_trace, run_python, shared_engine
 
-# One process per starting thread count. First the small test models at intra_op_threads=None
-# (torch keeps the process's count), then everything at the default config, which pins one
-# thread. The 152k-vocabulary run is kept small: 2 datums x 8 tokens.
+# One process per starting thread count, everything at the default config (which pins one
+# thread). The 152k-vocabulary run is kept small: 2 datums x 8 tokens. (Unpinned runs are not
+# tested: whether MKL rounds 1- and 2-thread products alike depends on the host's CPU.)
 _TRACE = """
 import json
 import torch
 torch.set_num_threads({threads})
-from mock_server.engine import Engine, EngineConfig
+from mock_server.engine import Engine
 from tests.support.engine_data import QWEN3_8B, TEST_MODELS, determinism_trace
 
-unpinned_engine = Engine(EngineConfig(intra_op_threads=None))
-unpinned_threads = torch.get_num_threads()
-unpinned = {{name: determinism_trace(unpinned_engine, name) for name in TEST_MODELS}}
 engine = Engine()
 pinned = {{name: determinism_trace(engine, name) for name in TEST_MODELS}}
 pinned[QWEN3_8B] = determinism_trace(engine, QWEN3_8B, steps=1, lengths=(8, 8), sample_tokens=2)
-print(json.dumps({{"unpinned_threads": unpinned_threads, "pinned_threads": torch.get_num_threads(),
-                  "unpinned": unpinned, "pinned": pinned}}))
+print(json.dumps({{"pinned_threads": torch.get_num_threads(), "pinned": pinned}}))
 """
 
 # ru_maxrss (KiB on Linux) of a process that does nothing else: torch itself, the Qwen3-8B
@@ -83,18 +79,6 @@ def test_default_config_runs_are_bit_identical_whatever_thread_count_the_process
     # and this test process (default config too) computes the very same runs
     for name in TEST_MODELS:
         assert determinism_trace(shared_engine(), name) == one["pinned"][name], name
-
-
-@pytest.mark.xfail(
-    strict=False,
-    reason="host-dependent: MKL sgemm rounds differently with 2 threads even at tiny shapes "
-    "on the CI image; bit-stability needs a fixed thread count (the default config pins 1)",
-)
-def test_unpinned_small_model_runs_are_bit_identical_with_one_and_two_threads(fresh_processes):
-    one, two = fresh_processes["one_thread"], fresh_processes["two_threads"]
-    assert (one["unpinned_threads"], two["unpinned_threads"]) == (1, 2)
-    for name in TEST_MODELS:
-        assert one["unpinned"][name] == two["unpinned"][name], name
 
 
 def test_a_qwen3_8b_vocabulary_16x256_token_forward_backward_peaks_well_under_2_gib(
