@@ -9,7 +9,9 @@
 
 This package holds the client and everything client and server share: the public types
 (`tinker_ref.types`), the wire codecs (`tinker_ref.codec`) and the error tree
-(`tinker_ref.errors`). It never imports `mock_server`.
+(`tinker_ref.errors`). The client never imports `mock_server`; the one exception is the
+opt-in convenience module `tinker_ref.mock`, which loads the mock server only when its
+`serve()` is called (it is not imported here).
 """
 
 __version__ = "0.1.0"  # before the imports below: the transports read it

@@ -21,6 +21,7 @@ from mock_server.http.bodies import (
 )
 from mock_server.http.encode import dumps
 from mock_server.http.keys import PRINCIPAL_KEY, RECORD_KEY, SERVICE_KEY
+from mock_server.http.status_page import status_page
 from mock_server.service import MalformedRequest, TinkerService
 from mock_server.service.auth import Principal
 from mock_server.service.records import forward_backward_summary
@@ -330,3 +331,4 @@ def add_routes(app: web.Application) -> None:
     for path, handler in get.items():
         app.router.add_get(f"{API}/{path}", handler, allow_head=False)
     app.router.add_get("/_mock/requests", mock_requests, allow_head=False)
+    app.router.add_get("/", status_page, allow_head=False)  # for people: status_page.py

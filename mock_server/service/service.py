@@ -30,6 +30,7 @@ from mock_server.service.sampling_ops import SamplingOps
 from mock_server.service.sequencer import Sequencer
 from mock_server.service.state import ModelState, Registry, Session
 from mock_server.service.training_ops import TrainingOps
+from mock_server.tokenizers import tokenizer_id
 
 
 class TinkerService:
@@ -124,7 +125,7 @@ class TinkerService:
             model_id=model.model_id,
             base_model=spec.name,
             arch=spec.arch,
-            tokenizer_id=spec.name,
+            tokenizer_id=tokenizer_id(spec),
             lora_rank=model.training.lora.rank,
             optimizer_type=model.optimizer_type,
         )

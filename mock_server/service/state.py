@@ -42,6 +42,15 @@ class Session:
     loss_claims: dict[int, Claim] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class TrainingEvent:
+    """One completed training op of a model, kept for the status page (`GET /`)."""
+
+    op: str  # "forward_backward", "forward" (forward_only) or "optim_step"
+    loss_fn: str | None  # the request's loss_fn; None for optim_step
+    metrics: dict[str, float]  # the result's metrics, e.g. {"loss:sum": 3.2}
+
+
 class ModelState(enum.Enum):
     CREATING = "creating"
     READY = "ready"
@@ -60,6 +69,7 @@ class Model:
     training: TrainingModel | None = None
     failure: str | None = None
     settled: asyncio.Event = field(default_factory=asyncio.Event)  # READY or FAILED
+    history: list[TrainingEvent] = field(default_factory=list)  # in execution (seq_id) order
 
     def settle(self, training: TrainingModel | None, failure: str | None = None) -> None:
         if training is not None:

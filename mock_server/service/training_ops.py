@@ -66,11 +66,13 @@ from mock_server.service.state import (
     CustomLoss,
     Model,
     Sampler,
+    TrainingEvent,
     check_claim,
     require_training,
 )
 from mock_server.service.validation import check_seq_id, check_tokens, validating
 from tinker_ref.codec import ForwardBackwardRequest
+from tinker_ref.types import ForwardBackwardOutput
 
 Work = Callable[[], Any]  # runs in the engine pool
 Finish = Callable[[Any], object] | None  # runs on the loop with the work's return value
@@ -210,6 +212,11 @@ class TrainingOps:
         them: SDK 0.15's custom-loss forward (`/forward`) sends the caller's datums unchanged."""
         model = self._ctx.registry.model(principal, req.model_id)
 
+        def record(output: ForwardBackwardOutput) -> object:
+            op = "forward" if req.forward_only else "forward_backward"
+            model.history.append(TrainingEvent(op, req.loss_fn, dict(output.metrics)))
+            return output
+
         def plan() -> tuple[Work, Finish]:
             if not req.data:
                 raise InvalidArgument("at least one datum is required", "data")
@@ -230,7 +237,7 @@ class TrainingOps:
                     )
                     return forward_backward_output(result)
 
-                return custom_work, None
+                return custom_work, record
             loss = get_loss(req.loss_fn)
             config = loss.resolve_config(req.loss_fn_config)
             if vocab is not None:
@@ -242,7 +249,7 @@ class TrainingOps:
                 result = training.forward_backward(inputs, req.loss_fn, config, req.forward_only)
                 return forward_backward_output(result)
 
-            return work, None
+            return work, record
 
         return self._sequenced(principal, model, req.seq_id, "forward_backward", req, plan)
 
@@ -318,7 +325,12 @@ class TrainingOps:
                 )
             adam = AdamConfig(**asdict(req.adam))
             adam.validate()
-            return (lambda: OptimStepResult(require_training(model).optim_step(adam))), None
+
+            def record(result: OptimStepResult) -> object:
+                model.history.append(TrainingEvent("optim_step", None, dict(result.metrics)))
+                return result
+
+            return (lambda: OptimStepResult(require_training(model).optim_step(adam))), record
 
         return self._sequenced(principal, model, req.seq_id, "optim_step", req, plan)
 
