@@ -68,7 +68,7 @@ def main() -> None:
     args = parser.parse_args()
     with serve(seed=0, grpc=args.transport == "grpc") as mock:
         base_url = mock.grpc_target if args.transport == "grpc" else mock.url
-        print(f"mock server at {base_url} ({args.transport})")
+        print(f"mock server at {base_url}")
         losses = train(base_url, args.transport, args.steps)
     print(f"mean NLL {losses[0]:.4f} -> {losses[-1]:.4f}")
 

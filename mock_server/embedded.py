@@ -51,7 +51,8 @@ class EmbeddedServer:
     def grpc_target(self) -> str:
         """The gRPC target, "127.0.0.1:PORT" (`ServiceClient(base_url=..., transport="grpc")`)."""
         if self.grpc_port is None:
-            raise RuntimeError("this embedded server was started without gRPC (serve(grpc=True))")
+            # AttributeError: `getattr(server, "grpc_target", None)` probes for it.
+            raise AttributeError("this embedded server serves no gRPC; start it with grpc=True")
         host = self.config.host
         return f"[{host}]:{self.grpc_port}" if ":" in host else f"{host}:{self.grpc_port}"
 
@@ -66,18 +67,19 @@ class EmbeddedServer:
 
 @contextmanager
 def serve(
-    config: ServerConfig | None = None, *, grpc: bool = False, **overrides: Any
+    config: ServerConfig | None = None, *, grpc: bool | None = None, **overrides: Any
 ) -> Iterator[EmbeddedServer]:
     """Start a mock server on a free loopback port (unless `config` says otherwise).
 
     `overrides` replace fields of `config` (default: `ServerConfig(port=0)`), e.g.
-    `serve(seed=3, client_config_overrides={"fwdbwd_max_chunk_len": 2})`. `grpc=True` also
-    serves gRPC, on `config.grpc_port` if set, else on a free port (`EmbeddedServer.grpc_target`).
+    `serve(seed=3, client_config_overrides={"fwdbwd_max_chunk_len": 2})`. gRPC is served when
+    `config.grpc_port` is set (0 = a free port); `grpc=True` turns it on (on a free port unless
+    the config names one), `grpc=False` off. Its address: `EmbeddedServer.grpc_target`.
     """
     config = dataclasses.replace(config or ServerConfig(port=0), **overrides)
     if grpc and config.grpc_port is None:
         config = dataclasses.replace(config, grpc_port=0)
-    elif not grpc:
+    elif grpc is False:
         config = dataclasses.replace(config, grpc_port=None)
     loop = asyncio.new_event_loop()
     started: Future[tuple[web.AppRunner, EmbeddedServer]] = Future()

@@ -1,0 +1,315 @@
+"""The gRPC error model, checked against the HTTP one on the same server, and deadlines.
+
+Each error class is provoked over gRPC and — with the same request — over HTTP; the gRPC status
+code is the documented one (training.proto), and the trailers carry the HTTP status and field
+with the same detail text, so both transports tell a client the same thing. tinker_ref raises
+the same exception class either way and does not retry what cannot succeed. None of it changes
+the model: its forward logprobs are bit-identical before and after, and it still trains.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from mock_server.embedded import EmbeddedServer, serve
+from mock_server.grpc import SERVICE_NAME
+from tinker_ref import codec, errors
+from tinker_ref._proto.tinker_ref.training.v1 import training_pb2 as pb
+from tinker_ref._proto.tinker_ref.training.v1.training_pb2_grpc import TrainingServiceStub
+from tinker_ref.futures import EventLoopThread
+from tinker_ref.transport.grpc import GrpcTransport
+from tinker_ref.transport.http import RetryPolicy
+from tinker_ref.types import AdamParams, Datum, ModelInput
+
+MODEL = "tinker-ref/tiny-bytes"
+OWNER, OTHER = "tml-owner", "tml-other"
+MAX_BODY = 100_000
+TOKENS = list(b"the cat sat on the mat")
+DATA = [
+    Datum(
+        ModelInput.from_ints(TOKENS[:-1]),
+        {"target_tokens": TOKENS[1:], "weights": [1.0] * (len(TOKENS) - 1)},
+    )
+]
+ADAM = AdamParams(learning_rate=1e-2)
+
+
+@dataclass(frozen=True)
+class Failure:
+    code: grpc.StatusCode
+    detail: str
+    trailers: dict[str, str]
+
+
+class Api:
+    """Raw gRPC and HTTP calls to one server, for comparing their answers."""
+
+    def __init__(self, mock: EmbeddedServer) -> None:
+        self.mock = mock
+        self.channel = grpc.insecure_channel(
+            mock.grpc_target, options=[("grpc.max_send_message_length", 4 * MAX_BODY)]
+        )
+        self.stub = TrainingServiceStub(self.channel)
+        self.forward_backward_bytes = self.channel.unary_unary(
+            f"/{SERVICE_NAME}/ForwardBackward",
+            request_serializer=None,  # raw bytes: the test sends them as they are
+            response_deserializer=pb.FutureHandle.FromString,
+        )
+
+    def call(self, method: str, request: Any, key: str | None = OWNER, timeout: float = 30) -> Any:
+        metadata = () if key is None else (("x-api-key", key),)
+        target = self.forward_backward_bytes if method == "ForwardBackwardBytes" else None
+        stub = target or getattr(self.stub, method)
+        return stub(request, metadata=metadata, timeout=timeout)
+
+    def grpc_failure(self, method: str, request: Any, key: str | None = OWNER) -> Failure:
+        with pytest.raises(grpc.RpcError) as raised:
+            self.call(method, request, key)
+        error: Any = raised.value
+        return Failure(error.code(), error.details(), dict(error.trailing_metadata() or ()))
+
+    def http(self, path: str, body: dict[str, Any] | bytes, key: str | None = OWNER) -> Any:
+        """(status, JSON body) of a POST to the HTTP front end."""
+        headers = {"Content-Type": "application/json"}
+        if isinstance(body, bytes):
+            headers["Content-Type"] = "application/x-protobuf"
+        if key is not None:
+            headers["X-API-Key"] = key
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        request = urllib.request.Request(f"{self.mock.url}/api/v1/{path}", data, headers)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as answer:
+            return answer.code, json.loads(answer.read())
+
+    def result(self, handle: pb.FutureHandle, key: str = OWNER) -> pb.RetrieveFutureResponse:
+        request = pb.RetrieveFutureRequest(request_id=handle.request_id)
+        while True:
+            response = self.call("RetrieveFuture", request, key)
+            if response.WhichOneof("outcome") != "try_again":
+                return response
+
+    def probe(self, model_id: str, seq_id: int) -> list[float]:
+        """Forward-only logprobs (changes nothing) as exact floats."""
+        body = codec.encode_forward_backward_request(
+            model_id, seq_id, DATA, "cross_entropy", forward_only=True
+        )
+        response = self.result(self.call("ForwardBackwardBytes", body))
+        output = codec.decode_forward_backward_output(response.forward_backward.SerializeToString())
+        return list(output.loss_fn_outputs[0]["logprobs"].tolist())
+
+    def records(self, endpoint: str) -> int:
+        return sum(
+            r.endpoint == endpoint for r in self.mock.call(self.mock.service.records.records)
+        )
+
+
+def same_answer(failure: Failure, http: tuple[int, dict[str, Any]]) -> None:
+    status, body = http
+    assert failure.trailers["tinker-http-status"] == str(status)
+    assert failure.detail == body["detail"]
+    assert failure.trailers.get("tinker-field") == body.get("field")
+
+
+@pytest.fixture(scope="module")
+def mock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
+    directory: Path = tmp_path_factory.mktemp("grpc-errors")
+    keys = directory / "keys.txt"
+    keys.write_text(f"{OWNER}\n{OTHER}\n")
+    with serve(
+        seed=0,
+        data_dir=directory,
+        api_keys_file=keys,
+        max_body_bytes=MAX_BODY,
+        seq_gap_timeout_seconds=30.0,
+        grpc=True,
+    ) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def api(mock: EmbeddedServer) -> Iterator[Api]:
+    api = Api(mock)
+    yield api
+    api.channel.close()
+
+
+@pytest.fixture(scope="module")
+def loop() -> Iterator[EventLoopThread]:
+    thread = EventLoopThread()
+    yield thread
+    thread.close()
+
+
+def new_model(api: Api, seed: int) -> str:
+    session = api.call("CreateSession", pb.CreateSessionRequest()).session_id
+    create = pb.CreateModelRequest(
+        session_id=session,
+        model_seq_id=0,
+        base_model=MODEL,
+        lora_config=pb.LoraConfig(rank=4, seed=seed),
+    )
+    return str(api.result(api.call("CreateModel", create)).create_model.model_id)
+
+
+def test_each_error_class_maps_like_http_and_changes_nothing(
+    api: Api, loop: EventLoopThread
+) -> None:
+    model_id = new_model(api, seed=1)
+    before = api.probe(model_id, 1)
+    transport = GrpcTransport(api.mock.grpc_target, OWNER)
+
+    # 400: a body that is not a ForwardBackwardRequest.
+    garbage = b"\x0a\xff\xff\xff"
+    failure = api.grpc_failure("ForwardBackwardBytes", garbage)
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
+    same_answer(failure, api.http("forward_backward", garbage))
+    assert failure.trailers["tinker-http-status"] == "400"
+
+    # 401: no credential.
+    info = pb.GetInfoRequest(model_id=model_id)
+    failure = api.grpc_failure("GetInfo", info, key=None)
+    assert failure.code == grpc.StatusCode.UNAUTHENTICATED
+    same_answer(failure, api.http("get_info", {"model_id": model_id}, key=None))
+
+    # 403: another key's model.
+    failure = api.grpc_failure("GetInfo", info, key=OTHER)
+    assert failure.code == grpc.StatusCode.PERMISSION_DENIED
+    same_answer(failure, api.http("get_info", {"model_id": model_id}, key=OTHER))
+
+    # 404: no such model.
+    failure = api.grpc_failure("GetInfo", pb.GetInfoRequest(model_id="nope"))
+    assert failure.code == grpc.StatusCode.NOT_FOUND
+    same_answer(failure, api.http("get_info", {"model_id": "nope"}))
+
+    # 422: an unknown loss, at seq 2. The rejection consumes seq 2; the same request over HTTP
+    # is a retry of it (one service, one dedupe table) and replays the same rejection.
+    unknown_loss = codec.encode_forward_backward_request(model_id, 2, DATA, "no_such_loss")
+    failure = api.grpc_failure("ForwardBackwardBytes", unknown_loss)
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert failure.trailers["tinker-http-status"] == "422"
+    assert failure.trailers["tinker-field"] == "loss_fn" and "no_such_loss" in failure.detail
+    same_answer(failure, api.http("forward_backward", unknown_loss))
+    with pytest.raises(errors.UnprocessableEntityError) as unprocessable:
+        loop.run(transport.forward_backward(model_id, 2, DATA, "no_such_loss", None, False))
+    assert unprocessable.value.body["field"] == "loss_fn"
+
+    # 409: seq 2 again, for a different op. Not retried: one attempt, one record.
+    optim = pb.OptimStepRequest(model_id=model_id, seq_id=2, adam_params=pb.AdamParams())
+    failure = api.grpc_failure("OptimStep", optim)
+    assert failure.code == grpc.StatusCode.ALREADY_EXISTS
+    assert failure.trailers["x-should-retry"] == "false"
+    adam = {"model_id": model_id, "seq_id": 2, "adam_params": {}}
+    same_answer(failure, api.http("optim_step", adam))
+    endpoint = f"/{SERVICE_NAME}/OptimStep"
+    attempts = api.records(endpoint)
+    with pytest.raises(errors.ConflictError):
+        loop.run(transport.optim_step(model_id, 2, ADAM))
+    assert api.records(endpoint) == attempts + 1
+
+    # 413: grpc's own size limit (the handler never runs, so no tinker-http-status); the
+    # client raises RequestTooLargeError and does not retry. HTTP answers 413 for the same body.
+    big = [Datum(ModelInput.from_ints([1] * 30_000), {"target_tokens": [2] * 30_000})]
+    with pytest.raises(errors.RequestTooLargeError):
+        loop.run(transport.forward_backward(model_id, 3, big, "cross_entropy", None, False))
+    large = codec.encode_forward_backward_request(model_id, 3, big, "cross_entropy")
+    assert api.http("forward_backward", large)[0] == 413
+    failure = api.grpc_failure("ForwardBackwardBytes", large)
+    assert failure.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "tinker-http-status" not in failure.trailers
+
+    # 410: a finished session's heartbeat.
+    session = api.call("CreateSession", pb.CreateSessionRequest()).session_id
+    api.call("FinishSession", pb.FinishSessionRequest(session_id=session))
+    failure = api.grpc_failure("SessionHeartbeat", pb.SessionHeartbeatRequest(session_id=session))
+    assert failure.code == grpc.StatusCode.FAILED_PRECONDITION
+    same_answer(failure, api.http("session_heartbeat", {"session_id": session}))
+    with pytest.raises(errors.APIStatusError) as gone:
+        loop.run(transport.session_heartbeat(session))
+    assert gone.value.status_code == 410
+
+    # Nothing above touched the model (seq 3 was never consumed: the big body never arrived).
+    assert api.probe(model_id, 3) == before
+    step = pb.OptimStepRequest(model_id=model_id, seq_id=5, adam_params=pb.AdamParams())
+    body = codec.encode_forward_backward_request(model_id, 4, DATA, "cross_entropy")
+    api.result(api.call("ForwardBackwardBytes", body))
+    assert api.result(api.call("OptimStep", step)).WhichOneof("outcome") == "optim_step"
+    assert api.probe(model_id, 6) != before
+    loop.run(transport.close())
+
+
+def test_absent_optional_fields_take_the_http_defaults(api: Api) -> None:
+    # LoraConfig{} and AdamParams{} over gRPC == {} over HTTP: rank 32, all parts trained,
+    # Adam's defaults. Same seed, same ops => bit-identical weights.
+    session = api.call("CreateSession", pb.CreateSessionRequest()).session_id
+    create = pb.CreateModelRequest(
+        session_id=session, model_seq_id=0, base_model=MODEL, lora_config=pb.LoraConfig(seed=3)
+    )
+    over_grpc = str(api.result(api.call("CreateModel", create)).create_model.model_id)
+    http_session = api.http("create_session", {})[1]["session_id"]
+    _, created = api.http(
+        "create_model",
+        {
+            "session_id": http_session,
+            "model_seq_id": 0,
+            "base_model": MODEL,
+            "lora_config": {"seed": 3},
+        },
+    )
+    over_http = created["model_id"]
+    assert api.call("GetInfo", pb.GetInfoRequest(model_id=over_grpc)).lora_rank == 32
+    for model_id in (over_grpc, over_http):
+        body = codec.encode_forward_backward_request(model_id, 1, DATA, "cross_entropy")
+        api.result(api.call("ForwardBackwardBytes", body))
+    api.result(
+        api.call(
+            "OptimStep",
+            pb.OptimStepRequest(model_id=over_grpc, seq_id=2, adam_params=pb.AdamParams()),
+        )
+    )
+    status, handle = api.http("optim_step", {"model_id": over_http, "seq_id": 2, "adam_params": {}})
+    assert status == 200
+    api.result(pb.FutureHandle(request_id=handle["request_id"]))
+    assert api.probe(over_grpc, 3) == api.probe(over_http, 3)
+
+
+def test_retrieve_future_long_polls_within_the_callers_deadline(api: Api) -> None:
+    model_id = new_model(api, seed=2)
+    # seq 2 before seq 1: the optim_step waits for the missing forward_backward.
+    early = api.call(
+        "OptimStep",
+        pb.OptimStepRequest(model_id=model_id, seq_id=2, adam_params=pb.AdamParams()),
+    )
+    started = time.monotonic()
+    answer = api.call(
+        "RetrieveFuture", pb.RetrieveFutureRequest(request_id=early.request_id), timeout=1.0
+    )
+    # The server long-polls 30 s by default; with a 1 s deadline it answers try_again in time.
+    assert answer.WhichOneof("outcome") == "try_again"
+    assert time.monotonic() - started < 1.0
+    body = codec.encode_forward_backward_request(model_id, 1, DATA, "cross_entropy")
+    api.result(api.call("ForwardBackwardBytes", body))
+    assert api.result(early).WhichOneof("outcome") == "optim_step"
+
+
+def test_a_call_past_its_deadline_raises_the_client_timeout_error(
+    mock: EmbeddedServer, loop: EventLoopThread
+) -> None:
+    transport = GrpcTransport(mock.grpc_target, OWNER, RetryPolicy(max_retries=0), timeout=0.3)
+    loop.run(transport.get_server_capabilities())  # connected and answering
+    # Hold the server's event loop for longer than the deadline.
+    mock.loop.call_soon_threadsafe(time.sleep, 1.0)
+    with pytest.raises(errors.APITimeoutError):
+        loop.run(transport.get_server_capabilities())
+    loop.run(transport.close())
