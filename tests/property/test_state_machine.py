@@ -1,0 +1,122 @@
+"""The model-based suite (`tinker_ref.testing`) against the mock server, and against any backend.
+
+Against the in-process mock the reference model knows the network (the engine's model
+*definition*: frozen base weights, LoRA init, `target_logprobs`), while every piece of training
+maths (loss formulas, per-chunk summation, direct autograd of custom losses, AdamW, load/save
+semantics) is the suite's own, so logprobs, `loss:sum`, `surrogate_loss:sum`, user metrics
+and optimizer metrics are compared bit for bit. The server forces chunking (3 datums per
+request, first chunk sent last) and runs with two API keys, so cross-key isolation is checked.
+
+Profiles (HYPOTHESIS_PROFILE, see conftest.py): "dev" is the CI default (fast), "ci" the deep
+run. With `--tinker-base-url` the same machine runs against that backend too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import settings
+from torch import Tensor
+
+from mock_server.embedded import EmbeddedServer, serve
+from mock_server.engine.catalog import get_spec
+from mock_server.engine.model import (
+    BaseWeights,
+    LoraConfig,
+    init_adapter,
+    init_base_weights,
+    target_logprobs,
+)
+from tinker_ref.testing import BackendConfig, run_state_machine, with_capabilities
+
+SERVER_SEED = 0
+API_KEY, OTHER_API_KEY = "tml-state-machine", "tml-intruder"
+# (examples, steps per example, minimum steps run) per profile: "dev" is CI's fast run,
+# "ci" the deep one. The minimum fails the test if hypothesis stops exploring.
+# Per transport; both transports together give CI's fast run >= 200 steps.
+PROFILES = {"dev": (8, 15, 100), "ci": (60, 50, 2000)}
+# Shrinking a failure replays examples for up to hypothesis's 5-minute shrink budget; the
+# default 300 s pytest timeout would kill it before it prints the shrunk reproduction.
+SHRINK_TIMEOUT = pytest.mark.timeout(1200)
+
+
+class EngineArchitecture:
+    """The mock's network, reused for its *definition* only (see the module docstring)."""
+
+    def __init__(self, server_seed: int) -> None:
+        self.server_seed = server_seed
+        self._bases: dict[str, BaseWeights] = {}
+
+    def _base(self, base_model: str) -> BaseWeights:
+        if base_model not in self._bases:
+            self._bases[base_model] = init_base_weights(get_spec(base_model), self.server_seed)
+        return self._bases[base_model]
+
+    def initial_adapter(self, base_model: str, rank: int, seed: int) -> dict[str, Tensor]:
+        return init_adapter(self._base(base_model), LoraConfig(rank=rank), seed)
+
+    def logprobs(
+        self, base_model: str, adapter: Mapping[str, Tensor], tokens: Tensor, targets: Tensor
+    ) -> Tensor:
+        return target_logprobs(self._base(base_model), dict(adapter), tokens, targets)
+
+
+def _run_settings() -> settings:
+    examples, steps, _ = _profile()
+    return settings(settings(), max_examples=examples, stateful_step_count=steps)
+
+
+def _profile() -> tuple[int, int, int]:
+    return PROFILES.get(settings.get_current_profile_name(), PROFILES["dev"])
+
+
+@pytest.fixture(scope="module")
+def mock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
+    keys = tmp_path_factory.mktemp("keys") / "api-keys"
+    keys.write_text(f"{API_KEY}\n{OTHER_API_KEY}\n")
+    with serve(
+        grpc=True,
+        seed=SERVER_SEED,
+        data_dir=Path(tmp_path_factory.mktemp("checkpoints")),
+        api_keys_file=keys,
+        client_config_overrides={"fwdbwd_max_chunk_len": 3},
+    ) as server:
+        yield server
+
+
+def _mock_config(base_url: str, transport: str) -> BackendConfig:
+    return BackendConfig(
+        base_url=base_url,
+        api_key=API_KEY,
+        transport=transport,
+        tolerance=0.0,
+        architecture=EngineArchitecture(SERVER_SEED),
+        other_api_key=OTHER_API_KEY,
+    )
+
+
+@SHRINK_TIMEOUT
+def test_state_machine_over_http_matches_the_reference_bitwise(mock: EmbeddedServer) -> None:
+    torch.set_num_threads(1)  # the engine's setting; same thread count => same reductions
+    run = run_state_machine(_mock_config(mock.url, "http"), _run_settings())
+    print(f"state machine over HTTP: {run} steps")
+    assert run >= _profile()[2], f"only {run} steps ran"
+
+
+@SHRINK_TIMEOUT
+def test_state_machine_over_grpc_matches_the_reference_bitwise(mock: EmbeddedServer) -> None:
+    torch.set_num_threads(1)
+    run = run_state_machine(_mock_config(mock.grpc_target, "grpc"), _run_settings())
+    print(f"state machine over gRPC: {run} steps")
+    assert run >= _profile()[2], f"only {run} steps ran"
+
+
+@SHRINK_TIMEOUT
+def test_state_machine_against_the_given_backend(tinker_backend: BackendConfig | None) -> None:
+    if tinker_backend is None:
+        pytest.skip("no --tinker-base-url given")
+    run = run_state_machine(with_capabilities(tinker_backend), _run_settings())
+    print(f"state machine against {tinker_backend.base_url}: {run} steps")
