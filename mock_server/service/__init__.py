@@ -1,13 +1,13 @@
 """The transport-neutral service layer of the mock server.
 
-Front ends (HTTP in `mock_server.http`, gRPC later) decode a request into a typed value from
-`requests`, call `TinkerService`, and encode the typed result from `results`; errors are the
-`errors` tree. Modules: `config` (ServerConfig), `service` (the facade), `training_ops` /
-`sampling_ops` (the operations), `sequencer` (seq_id ordering and dedupe), `futures` (the
-future store and long-poll), `state` (sessions, models, samplers, losses), `checkpoints`
-(addresses and on-disk layout), `auth` (API keys, JWTs), `ids` (deterministic identifiers),
-`records` (what the server received, for tests), `convert` / `fingerprint` / `validation`
-(helpers). Nothing here imports a web framework.
+Front ends (HTTP in `mock_server.http`, gRPC in `mock_server.grpc`, one service behind both)
+decode a request into a typed value from `requests`, call `TinkerService`, and encode the typed
+result from `results`; errors are the `errors` tree. Modules: `config` (ServerConfig),
+`service` (the facade), `training_ops` / `sampling_ops` (the operations), `sequencer` (seq_id
+ordering and dedupe), `futures` (the future store and long-poll), `state` (sessions, models,
+samplers, losses), `checkpoints` (addresses and on-disk layout), `auth` (API keys, JWTs), `ids`
+(deterministic identifiers), `records` (what the server received, for tests), `convert` /
+`fingerprint` / `validation` (helpers). Nothing here imports a web framework.
 """
 
 from mock_server.service.config import ConfigError, ServerConfig

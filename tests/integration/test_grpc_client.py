@@ -112,7 +112,6 @@ def tour(mock: EmbeddedServer, transport: str) -> dict[str, Any]:
         prompt = types.ModelInput.from_ints(PROBE_TEXT)
         seen["compute_logprobs"] = from_path.compute_logprobs(prompt).result(timeout=60)
         ephemeral = training.save_weights_and_get_sampling_client()
-        # temperature 0.7 is not a float32 value: the gRPC schema must carry it as a double.
         params = types.SamplingParams(max_tokens=10, temperature=0.7, top_p=0.9, seed=5)
         sample = ephemeral.sample(types.ModelInput.from_ints(list(b"the ")), 3, params)
         seen["samples"] = [
