@@ -1,4 +1,4 @@
-"""tinker_ref against the official SDK 0.38, on the same custom-loss training run.
+"""tinker_ref (HTTP and gRPC) against the official SDK 0.38, on the same custom-loss run.
 
 `tests/support/client_scenario.py` is one script run by both clients (only the import differs):
 a DPO-style pairwise loss (negative weights for rejected completions), a [T,K] distribution loss
@@ -35,8 +35,8 @@ TIMING_ENDPOINTS = {
 
 def run_scenario(python: Path | str, sdk: str, transport: str = "http") -> dict[str, Any]:
     """Run the scenario against a fresh recording mock; its output plus the server's record."""
-    with serve(seed=0, record_tensors=True) as mock:
-        address = mock.url if transport == "http" else getattr(mock, "grpc_target", "")
+    with serve(seed=0, record_tensors=True, grpc=transport == "grpc") as mock:
+        address = mock.url if transport == "http" else mock.grpc_target
         completed = subprocess.run(
             [str(python), str(SCENARIO), sdk, transport, address],
             capture_output=True,
@@ -61,6 +61,11 @@ def official_run(official_sdk_38: Path) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def reference_http_run() -> dict[str, Any]:
     return run_scenario(sys.executable, "tinker_ref")
+
+
+@pytest.fixture(scope="module")
+def reference_grpc_run() -> dict[str, Any]:
+    return run_scenario(sys.executable, "tinker_ref", "grpc")
 
 
 def operations(run: dict[str, Any]) -> list[dict[str, Any]]:
@@ -98,12 +103,15 @@ def test_the_server_records_the_same_requests_from_both_clients(
 
 
 @pytest.mark.sdk
-def test_same_run_ends_bit_identical_through_both_clients(
-    official_run: dict[str, Any], reference_http_run: dict[str, Any]
+def test_same_run_ends_bit_identical_through_official_http_ours_http_and_ours_grpc(
+    official_run: dict[str, Any],
+    reference_http_run: dict[str, Any],
+    reference_grpc_run: dict[str, Any],
 ) -> None:
-    assert reference_http_run["model_id"] == official_run["model_id"]
-    assert reference_http_run["metrics"] == official_run["metrics"]
-    assert reference_http_run["probe_logprobs"] == official_run["probe_logprobs"]
+    for ours in (reference_http_run, reference_grpc_run):
+        assert ours["model_id"] == official_run["model_id"]
+        assert ours["metrics"] == official_run["metrics"]  # loss:sum and user metrics
+        assert ours["probe_logprobs"] == official_run["probe_logprobs"]  # i.e. the weights
     dpo_losses = [step["loss:sum"] for step in official_run["metrics"][:3]]
     assert dpo_losses[0] > dpo_losses[1] > dpo_losses[2]  # it trained
 
