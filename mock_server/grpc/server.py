@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
+from google.protobuf import json_format
 
 from mock_server.grpc import convert
 from mock_server.grpc.errors import code_of, internal_trailers, trailers_of
@@ -36,6 +37,7 @@ from mock_server.service.records import RequestRecord, forward_backward_summary
 from mock_server.service.results import SubmittedFuture
 from tinker_ref._proto.tinker_ref.training.v1 import training_pb2 as pb
 from tinker_ref.codec import CodecError, decode_forward_backward_request
+from tinker_ref.codec.proto_tensor import parse_message
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -186,7 +188,8 @@ class TrainingServicer:
         return response
 
 
-# The request message of each RPC; None = handed over as raw bytes.
+# The request message of each RPC; None = handed to the servicer as bytes (ForwardBackward:
+# the shared codec decodes it, as it decodes the HTTP API's protobuf body).
 _REQUEST_TYPES: dict[str, Any] = {
     "GetClientConfig": pb.GetClientConfigRequest,
     "GetServerCapabilities": pb.GetServerCapabilitiesRequest,
@@ -216,6 +219,9 @@ def _rpc(service: TinkerService, name: str, handler: _Handler) -> grpc.RpcMethod
         try:
             credential = metadata.get("x-api-key")
             principal = service.authenticate(credential if isinstance(credential, str) else None)
+            if request_type is not None:
+                request = _parse(request_type, request)
+                record.body = json_format.MessageToDict(request, preserving_proto_field_name=True)
             response = await handler(request, _Call(principal, record, context))
         except ServiceError as error:
             record.status, record.error = status_of(error), error.message
@@ -231,11 +237,18 @@ def _rpc(service: TinkerService, name: str, handler: _Handler) -> grpc.RpcMethod
         return response
 
     request_type = _REQUEST_TYPES[name]
+    # Requests arrive as bytes and are parsed in `behaviour`, after authentication (as over
+    # HTTP), so a malformed message is INVALID_ARGUMENT with our trailers, not grpc's INTERNAL.
     return grpc.unary_unary_rpc_method_handler(
-        behaviour,
-        request_deserializer=None if request_type is None else request_type.FromString,
-        response_serializer=lambda message: message.SerializeToString(),
+        behaviour, response_serializer=lambda message: message.SerializeToString()
     )
+
+
+def _parse(message_type: Any, payload: bytes) -> Any:
+    try:
+        return parse_message(message_type, payload)
+    except CodecError as exc:
+        raise MalformedRequest(exc.message, exc.field) from exc
 
 
 def generic_handler(service: TinkerService) -> grpc.GenericRpcHandler:

@@ -61,16 +61,18 @@ class Api:
             mock.grpc_target, options=[("grpc.max_send_message_length", 4 * MAX_BODY)]
         )
         self.stub = TrainingServiceStub(self.channel)
-        self.forward_backward_bytes = self.channel.unary_unary(
-            f"/{SERVICE_NAME}/ForwardBackward",
-            request_serializer=None,  # raw bytes: the test sends them as they are
-            response_deserializer=pb.FutureHandle.FromString,
-        )
 
     def call(self, method: str, request: Any, key: str | None = OWNER, timeout: float = 30) -> Any:
+        """`method` of the stub; "<Method>Bytes" sends `request` as the bytes it is."""
         metadata = () if key is None else (("x-api-key", key),)
-        target = self.forward_backward_bytes if method == "ForwardBackwardBytes" else None
-        stub = target or getattr(self.stub, method)
+        if method.endswith("Bytes"):
+            stub = self.channel.unary_unary(
+                f"/{SERVICE_NAME}/{method.removesuffix('Bytes')}",
+                request_serializer=None,
+                response_deserializer=pb.FutureHandle.FromString,
+            )
+        else:
+            stub = getattr(self.stub, method)
         return stub(request, metadata=metadata, timeout=timeout)
 
     def grpc_failure(self, method: str, request: Any, key: str | None = OWNER) -> Failure:
@@ -177,6 +179,10 @@ def test_each_error_class_maps_like_http_and_changes_nothing(
     assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
     same_answer(failure, api.http("forward_backward", garbage))
     assert failure.trailers["tinker-http-status"] == "400"
+    # Every other RPC's message too: INVALID_ARGUMENT with our trailers, not grpc's INTERNAL.
+    failure = api.grpc_failure("OptimStepBytes", garbage)
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert failure.trailers == {"tinker-http-status": "400", "tinker-field": "OptimStepRequest"}
 
     # 401: no credential.
     info = pb.GetInfoRequest(model_id=model_id)
