@@ -66,7 +66,14 @@ class EngineArchitecture:
 
 def _run_settings() -> settings:
     examples, steps, _ = _profile()
-    return settings(settings(), max_examples=examples, stateful_step_count=steps)
+    # One bug is enough: shrinking several distinct failures (a broken backend fails many
+    # assertions) would multiply the replay time.
+    return settings(
+        settings(),
+        max_examples=examples,
+        stateful_step_count=steps,
+        report_multiple_bugs=False,
+    )
 
 
 def _profile() -> tuple[int, int, int]:

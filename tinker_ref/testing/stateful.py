@@ -64,10 +64,11 @@ from tinker_ref.testing.reference import Prediction, ReferenceArchitecture, Refe
 from tinker_ref.transport.base import Transport
 from tinker_ref.types import AdamParams, ForwardBackwardOutput, ModelInput
 
+# training right after a load: (a cross-entropy batch, the step's Adam params)
+resume_st = st.tuples(st.lists(datum_spec("cross_entropy"), min_size=1, max_size=2), adam_params_st)
 TIMEOUT = 120.0  # seconds per backend call; a hang is a failure, not a stuck CI job
 MAX_MODELS = 4
 PROBE = DatumSpec((1, 2, 3, 4), {"target_tokens": np.array([2, 3, 4, 5], dtype=np.int64)})
-PROBE_WEIGHTS = np.zeros(4, dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -448,27 +449,72 @@ class TinkerStateMachine(RuleBasedStateMachine):
         # the checkpoint's weights: logprobs seen for them before must come back
         model.version = checkpoint.version
 
-    @rule(model=models, checkpoint=checkpoints, optimizer=st.booleans())
-    def load_state(self, model: TrackedModel, checkpoint: Checkpoint, optimizer: bool) -> None:
+    def _resume(self, model: TrackedModel, resume: tuple[list[DatumSpec], AdamParams]) -> None:
+        """Train on right after a load: where a cold or lost Adam state shows."""
+        batch, adam = resume
+        note(f"  then {model.label}.forward_backward(cross_entropy, {batch}); optim_step({adam})")
+        out = model.client.forward_backward([s.to_datum() for s in batch], "cross_entropy")
+        self._builtin(model, "cross_entropy", batch, {}, False, out.result(TIMEOUT))
+        self._optim_result(model, adam, model.client.optim_step(adam).result(TIMEOUT).metrics)
+
+    @rule(
+        checkpoint=checkpoints,
+        optimizer=st.booleans(),
+        pick=st.integers(0, MAX_MODELS - 1),
+        resume=st.none() | resume_st,
+    )
+    def load_state(
+        self,
+        checkpoint: Checkpoint,
+        optimizer: bool,
+        pick: int,
+        resume: tuple[list[DatumSpec], AdamParams] | None,
+    ) -> None:
+        # into a model the checkpoint fits (its own model always does)
+        fitting = [m for m in self.all_models if self._fits(m, checkpoint)]
+        model = fitting[pick % len(fitting)]
         call = "load_state_with_optimizer" if optimizer else "load_state"
         self._step(f"{model.label}.{call}({checkpoint.label})")
         load = model.client.load_state_with_optimizer if optimizer else model.client.load_state
-        if self._fits(model, checkpoint):
+        load(checkpoint.path).result(TIMEOUT)
+        self._loaded(model, checkpoint, optimizer)
+        if resume is not None:
+            self._resume(model, resume)
+        self.touched = model
+
+    @rule(checkpoint=checkpoints, optimizer=st.booleans(), pick=st.integers(0, MAX_MODELS - 1))
+    def load_mismatched_state(self, checkpoint: Checkpoint, optimizer: bool, pick: int) -> None:
+        """Adapters of another shape or base model: refused, and nothing changes."""
+        unfit = [m for m in self.all_models if not self._fits(m, checkpoint)]
+        if not unfit:
+            note(f"no model of another shape than {checkpoint.label} yet")
+            return
+        model = unfit[pick % len(unfit)]
+        call = "load_state_with_optimizer" if optimizer else "load_state"
+        self._step(f"{model.label}.{call}({checkpoint.label}) of another shape")
+        load = model.client.load_state_with_optimizer if optimizer else model.client.load_state
+        try:
             load(checkpoint.path).result(TIMEOUT)
-            self._loaded(model, checkpoint, optimizer)
-        else:  # adapters of another shape or base model: refused, and nothing changes
-            try:
-                load(checkpoint.path).result(TIMEOUT)
-            except (errors.RequestFailedError, errors.UnprocessableEntityError):
-                pass
-            else:
-                raise AssertionError(f"loading {checkpoint} into {model!r} was accepted")
+        except (errors.RequestFailedError, errors.UnprocessableEntityError) as exc:
+            note(f"  refused: {type(exc).__name__}: {str(exc)[:160]}")
+        else:
+            raise AssertionError(f"loading {checkpoint} into {model!r} was accepted")
         self.touched = model
 
     @precondition(lambda self: len(self.all_models) < MAX_MODELS)
-    @rule(target=models, checkpoint=checkpoints, optimizer=st.booleans(), session=st.integers(0, 1))
+    @rule(
+        target=models,
+        checkpoint=checkpoints,
+        optimizer=st.booleans(),
+        session=st.integers(0, 1),
+        resume=st.none() | resume_st,
+    )
     def model_from_state(
-        self, checkpoint: Checkpoint, optimizer: bool, session: int
+        self,
+        checkpoint: Checkpoint,
+        optimizer: bool,
+        session: int,
+        resume: tuple[list[DatumSpec], AdamParams] | None,
     ) -> TrackedModel:
         service = self.services[session]
         create = (
@@ -493,6 +539,8 @@ class TinkerStateMachine(RuleBasedStateMachine):
             f"{label} = session{session}.create_training_client_from_state{with_optimizer}"
             f"({checkpoint.label}) -> {client.model_id}"
         )
+        if resume is not None:
+            self._resume(model, resume)
         return model
 
     # ----- rules: samplers -----
