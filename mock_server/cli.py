@@ -97,6 +97,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         grpc_port=None if args.grpc_port == -1 else args.grpc_port,
         seed=args.seed,
         data_dir=args.data_dir,
+        journal=args.data_dir is not None,  # a data dir survives crashes (service/journal.py)
         client_config_overrides=args.client_config,
         api_keys_file=args.api_keys,
         long_poll_seconds=args.long_poll_seconds,

@@ -30,6 +30,7 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> web.Applic
     async def service_context(app: web.Application) -> AsyncIterator[None]:
         service = TinkerService(config, engine)
         app[SERVICE_KEY] = service
+        await service.recover()  # journal replay (crash safety), before the port opens
         yield
         await service.close()
 

@@ -64,6 +64,22 @@ def parse_address(uri: str, field: str) -> CheckpointAddress:
 class CheckpointStore:
     def __init__(self, root: Path) -> None:
         self.root = root / "checkpoints"
+        # During a journal replay, "exists" means "saved earlier in this replay": the files on
+        # disk are the pre-crash outputs of the very saves being replayed (service/journal.py).
+        self._replayed: set[Path] | None = None
+
+    def exists(self, directory: Path) -> bool:
+        return directory in self._replayed if self._replayed is not None else directory.exists()
+
+    def saved(self, directory: Path) -> None:
+        if self._replayed is not None:
+            self._replayed.add(directory)
+
+    def begin_replay(self) -> None:
+        self._replayed = set()
+
+    def end_replay(self) -> None:
+        self._replayed = None
 
     def directory(self, address: CheckpointAddress) -> Path:
         return self.root / address.model_id.replace(":", "~") / address.kind / address.name

@@ -54,6 +54,8 @@ class ServerConfig:
     grpc_port: int | None = None  # gRPC listen port once that front end exists; None = off
     seed: int = 0  # server seed: base weights, ids, default LoRA and sample seeds derive from it
     data_dir: Path | None = None  # checkpoints live here; None = a temporary dir per process
+    # Crash safety (service/journal.py): journal accepted ops under data_dir, replay on start.
+    journal: bool = False
     # Overrides of CLIENT_CONFIG_DEFAULTS (e.g. {"fwdbwd_max_chunk_len": 2}).
     client_config_overrides: Mapping[str, Any] = field(default_factory=dict)
     dynamic_config_overrides: Mapping[str, Any] = field(default_factory=dict)
@@ -96,6 +98,8 @@ class ServerConfig:
         for name in ("result_grace_seconds", "result_ttl_seconds", "seq_gap_timeout_seconds"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.journal and self.data_dir is None:
+            raise ConfigError("journal needs a data_dir to keep it in")
         if self.worker_threads < 1:
             raise ConfigError(f"worker_threads must be >= 1, got {self.worker_threads}")
 

@@ -192,6 +192,11 @@ class SamplingOps:
             validate_spec(spec, model_spec.vocab_size, model_spec.max_context_length)
         return spec
 
+    async def drain(self) -> None:
+        """Wait until every sample in flight has its outcome (journal replay)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
     async def close(self) -> None:
         tasks = list(self._tasks)
         for task in tasks:

@@ -202,6 +202,11 @@ class Sequencer:
         lane.buffered.clear()
         lane.next_seq = last + 1
 
+    async def drain(self) -> None:
+        """Wait until no lane is running (ops blocked behind a missing seq_id stay queued)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
     async def close(self) -> None:
         """Stop every lane: running ops are cancelled, buffered ones fail (server shutdown)."""
         error = ServiceError("the server is shutting down; the op was not run")

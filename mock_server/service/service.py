@@ -23,6 +23,7 @@ from mock_server.service.context import ServiceContext
 from mock_server.service.errors import Conflict, Gone, NotFound
 from mock_server.service.futures import FutureRecord, FutureStore
 from mock_server.service.ids import IdMinter
+from mock_server.service.journal import Journal, Recovery, originals_of
 from mock_server.service.records import RequestLog
 from mock_server.service.requests import CreateSession
 from mock_server.service.results import ModelInfo, SessionInfo
@@ -64,6 +65,12 @@ class TinkerService:
         self.training = TrainingOps(self.ctx)
         self.sampling = SamplingOps(self.ctx)
         self._closing = False
+        self._journal: Journal | None = None
+        self.recovery: Recovery | None = None  # what the journal replay did (recover())
+        if config.journal:
+            self._journal = Journal(data_dir)
+            self._unjournaled = originals_of(self)  # replay must not append again
+            self._journal.install(self)
 
     @property
     def records(self) -> RequestLog:
@@ -164,6 +171,13 @@ class TinkerService:
 
     # ----- lifecycle -----
 
+    async def recover(self) -> Recovery | None:
+        """Replay the journal (with `config.journal`); call once, before serving."""
+        if self._journal is None:
+            return None
+        self.recovery = await self._journal.replay(self, self._unjournaled)
+        return self.recovery
+
     def begin_shutdown(self) -> None:
         """Release long-polls at once (they answer try_again) so connections can drain."""
         self._closing = True
@@ -177,6 +191,8 @@ class TinkerService:
             await asyncio.get_running_loop().run_in_executor(
                 None, lambda: self.ctx.executor.shutdown(wait=True, cancel_futures=True)
             )
+        if self._journal is not None:
+            self._journal.close()
         if self._temp_dir is not None:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
 

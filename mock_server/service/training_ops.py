@@ -344,13 +344,14 @@ class TrainingOps:
 
             def work() -> object:
                 training = require_training(model)
-                if directory.exists() and not req.overwrite:
+                if checkpoints.exists(directory) and not req.overwrite:
                     raise Conflict(
                         f"checkpoint {address.uri} already exists; save with overwrite=True "
                         "to replace it",
                         "path",
                     )
                 save_checkpoint(training, directory, include_optimizer=True)
+                checkpoints.saved(directory)
                 return SaveWeightsResult(address.uri)
 
             return work, None
