@@ -66,6 +66,9 @@ class SamplingOps:
         else:
             with validating():
                 address = parse_address(req.model_path or "", "model_path")
+            ctx.registry.check_checkpoint(
+                principal, address.model_id, f"checkpoint {req.model_path!r}", "model_path"
+            )
             directory = ctx.checkpoints.directory(address)
             try:
                 checkpoint = await ctx.in_thread(

@@ -147,7 +147,7 @@ class TinkerService:
         record = self.ctx.futures.get(request_id)
         if record.owner is not None:
             self.ctx.registry.check_owner(
-                principal, record.owner, f"future {request_id!r}", "request_id"
+                principal, record.owner, f"future with request_id {request_id!r}", "request_id"
             )
         wait = self.config.long_poll_seconds if timeout is None else timeout
         if self._closing:
@@ -163,7 +163,7 @@ class TinkerService:
         record = self.ctx.futures.get(request_id)
         if record.owner is not None:
             self.ctx.registry.check_owner(
-                principal, record.owner, f"future {request_id!r}", "request_id"
+                principal, record.owner, f"future with request_id {request_id!r}", "request_id"
             )
         if record.kind != "sample":
             return False

@@ -1,7 +1,8 @@
 """What the service knows: sessions, models, samplers and uploaded custom losses.
 
 Plain records plus a `Registry` that looks them up by id with the right error (`NotFound`
-naming the field) and, in api-keys mode, the ownership check (`PermissionDenied`). Per-session
+naming the field) and, in api-keys mode, the ownership check (another key's id is `NotFound`,
+word for word as a missing one, so existence never leaks). Per-session
 counters the SDK assigns (`model_seq_id`, `sampling_session_seq_id`, `custom_loss_seq_id`) are
 *claims*: the first request to use a number owns it, a retry with the same body gets the same
 answer, a different body is a `Conflict`. Models hold their `TrainingModel` once created; only
@@ -18,8 +19,9 @@ from typing import Any
 
 from mock_server.engine import LoraConfig, TrainingModel
 from mock_server.engine.model import Adapter
+from mock_server.service import ids
 from mock_server.service.auth import Principal
-from mock_server.service.errors import Conflict, NotFound, PermissionDenied
+from mock_server.service.errors import Conflict, NotFound
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,7 @@ class Registry:
 
     def _owned(self, principal: Principal, owner: str, what: str, field_name: str) -> None:
         if self._restricted and owner != principal.identity:
-            raise PermissionDenied(f"{what} belongs to another API key", field_name)
+            raise NotFound(f"no {what}", field_name)  # not 403: that would confirm it exists
 
     def session(
         self, principal: Principal, session_id: str, field_name: str = "session_id"
@@ -149,6 +151,17 @@ class Registry:
 
     def check_owner(self, principal: Principal, owner: str, what: str, field_name: str) -> None:
         self._owned(principal, owner, what, field_name)
+
+    def check_checkpoint(
+        self, principal: Principal, model_id: str, what: str, field_name: str
+    ) -> None:
+        """A checkpoint is its model's session's key's. In api-keys mode one whose session is
+        unknown here has no provable owner, so nobody may read it."""
+        session = self.sessions.get(ids.session_of_model(model_id) or "")
+        if session is not None:
+            self._owned(principal, session.owner, what, field_name)
+        elif self._restricted:
+            raise NotFound(f"no {what}", field_name)
 
 
 def check_claim(claims: dict[int, Claim], number: int, fingerprint: str, what: str) -> str | None:

@@ -448,13 +448,9 @@ class TrainingOps:
 
     def _checkpoint(self, principal: Principal, path: str) -> CheckpointAddress:
         address = parse_address(path, "path")
-        owner_session = self._ctx.registry.sessions.get(
-            ids.session_of_model(address.model_id) or ""
+        self._ctx.registry.check_checkpoint(
+            principal, address.model_id, f"checkpoint {path!r}", "path"
         )
-        if owner_session is not None:
-            self._ctx.registry.check_owner(
-                principal, owner_session.owner, f"checkpoint {path!r}", "path"
-            )
         return address
 
     async def _load_into(self, principal: Principal, req: LoadWeights) -> SubmittedFuture:

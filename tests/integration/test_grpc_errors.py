@@ -190,9 +190,9 @@ def test_each_error_class_maps_like_http_and_changes_nothing(
     assert failure.code == grpc.StatusCode.UNAUTHENTICATED
     same_answer(failure, api.http("get_info", {"model_id": model_id}, key=None))
 
-    # 403: another key's model.
+    # Another key's model is not found (issue 8: a 403 would confirm that it exists).
     failure = api.grpc_failure("GetInfo", info, key=OTHER)
-    assert failure.code == grpc.StatusCode.PERMISSION_DENIED
+    assert failure.code == grpc.StatusCode.NOT_FOUND
     same_answer(failure, api.http("get_info", {"model_id": model_id}, key=OTHER))
 
     # 404: no such model.
