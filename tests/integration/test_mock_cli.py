@@ -1,9 +1,11 @@
-"""`tinker-mock serve` as a process: the ready line, port 0, both front ends over one service,
-config and port errors, graceful shutdown."""
+"""`tinker-mock serve`: the ready line, port 0, both front ends over one service, config and
+port errors, graceful shutdown — as a process, and in-process where a process adds nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -11,10 +13,13 @@ import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 
+from mock_server import cli
 from tests.support.mock_process import READY, REPO_ROOT, running_mock_server
 from tinker_ref import codec
 from tinker_ref._proto.tinker_ref.training.v1 import training_pb2 as pb
@@ -103,27 +108,40 @@ def test_ready_line_then_silence_on_stdout_and_graceful_sigterm() -> None:
         assert server.process.stdout is not None and server.process.stdout.read() == ""
 
 
-def test_grpc_port_minus_one_turns_grpc_off() -> None:
-    with running_mock_server("--grpc-port", "-1") as server:
-        assert server.grpc_target is None
-        assert _call(server.url, "/api/v1/healthz") == {"status": "ok"}
+def test_grpc_port_minus_one_turns_grpc_off(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # In-process (a process start costs seconds of imports): the CLI's own parse and serve.
+    args = ["serve", "--port", "0", "--grpc-port", "-1", "--data-dir", str(tmp_path)]
+    config = cli.config_from_args(cli.build_parser().parse_args(args))
+    assert config.grpc_port is None
+
+    async def run() -> str:
+        server = asyncio.create_task(cli.serve(config))
+        printed = ""
+        while "\n" not in printed:
+            await asyncio.sleep(0.05)
+            assert not server.done(), server
+            printed += capsys.readouterr().out
+        url = READY.match(printed.strip())
+        assert url is not None and url.group("grpc") == "-"
+        health = await asyncio.to_thread(_call, url.group("http"), "/api/v1/healthz")
+        assert health == {"status": "ok"}
+        os.kill(os.getpid(), signal.SIGTERM)  # serve() installed its handler before printing
+        await asyncio.wait_for(server, 20)
+        return printed
+
+    asyncio.run(run())
 
 
-def test_a_grpc_port_in_use_exits_with_a_message() -> None:
+def test_a_grpc_port_in_use_exits_with_a_message(capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        completed = subprocess.run(
-            [sys.executable, "-m", "mock_server", "serve", "--port", "0", "--grpc-port", str(port)],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-    assert completed.returncode == 1, completed.stderr
-    assert f"127.0.0.1:{port}" in completed.stderr and completed.stdout == ""
+        assert cli.main(["serve", "--port", "0", "--grpc-port", str(port)]) == 1
+    captured = capsys.readouterr()
+    assert f"127.0.0.1:{port}" in captured.err and captured.out == ""
 
 
 def test_bad_client_config_exits_with_a_message() -> None:
