@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mock_server.faults import fault_plan_argument
 from mock_server.grpc import start_grpc, stop_grpc
 from mock_server.http import create_app, start_http
 from mock_server.http.keys import SERVICE_KEY
@@ -78,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="accept only these keys (one per line); sessions stay private",
     )
+    serve.add_argument(
+        "--fault-plan",
+        type=fault_plan_argument,
+        default=None,
+        metavar="FILE",
+        help="inject the faults of this JSON plan (mock_server/faults.py); testing only",
+    )
     serve.add_argument("--long-poll-seconds", type=float, default=30.0, help=argparse.SUPPRESS)
     serve.add_argument(
         "--seq-gap-timeout-seconds", type=float, default=60.0, help=argparse.SUPPRESS
@@ -102,6 +110,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         api_keys_file=args.api_keys,
         long_poll_seconds=args.long_poll_seconds,
         seq_gap_timeout_seconds=args.seq_gap_timeout_seconds,
+        fault_plan=args.fault_plan,
     )
 
 

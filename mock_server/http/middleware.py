@@ -10,12 +10,14 @@ the SDK treats a 400 without a body or Content-Length as a proxy glitch and retr
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from mock_server.http.encode import dumps
+from mock_server.faults import FaultInjector, FaultRule
+from mock_server.http.encode import dumps, try_again_json
 from mock_server.http.keys import PRINCIPAL_KEY, RECORD_KEY, SERVICE_KEY
 from mock_server.service.errors import (
     Conflict,
@@ -44,6 +46,8 @@ STATUS: dict[type[ServiceError], int] = {
     InvalidArgument: 422,
 }
 _OPEN_PATHS = frozenset({"/api/v1/healthz"})
+# Present only when the server was given a fault plan (ServerConfig.fault_plan).
+FAULTS_KEY = web.AppKey("faults", FaultInjector)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -77,10 +81,18 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     record = service.records.start(request.method, request.path, request.headers)
     request[RECORD_KEY] = record
     response: web.StreamResponse
+    fault = _fault_for(request, record.case)
     try:
         if request.path.startswith("/api/") and request.path not in _OPEN_PATHS:
             request[PRINCIPAL_KEY] = service.authenticate(request.headers.get("X-API-Key"))
-        response = await handler(request)
+        if fault is None or fault.kind == "drop_after_apply":
+            response = await handler(request)
+        else:
+            response = await _inject(request, fault)
+        if fault is not None:
+            record.extra["fault"] = fault.describe()
+            if fault.kind == "drop_after_apply" and request.transport is not None:
+                request.transport.close()  # the op is in; the client never hears so
     except ServiceError as error:
         response = service_error_response(error)
         record.error = error.message
@@ -96,4 +108,23 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         response = error_response(500, detail)
         record.error = detail
     record.status = response.status
+    return response
+
+
+def _fault_for(request: web.Request, case: str | None) -> FaultRule | None:
+    injector = request.app.get(FAULTS_KEY)
+    if injector is None or not request.path.startswith("/api/v1/"):
+        return None
+    return injector.match(case, request.path.removeprefix("/api/v1/"))
+
+
+async def _inject(request: web.Request, fault: FaultRule) -> web.Response:
+    """The answer of a `status` or `pending` fault (the handler is not run)."""
+    if fault.kind == "pending":
+        await asyncio.sleep(fault.seconds)
+        body = await request.json()
+        return web.json_response(try_again_json(str(body.get("request_id"))), dumps=dumps)
+    response = error_response(fault.status, f"injected fault: {fault.describe()}")
+    if fault.retry_after is not None:
+        response.headers["Retry-After"] = f"{fault.retry_after:g}"
     return response

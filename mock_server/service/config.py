@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mock_server.faults import FaultPlan
+
 # The SDK 0.38 defaults of `ClientConfigResponse` (wire spec §2.1). The mock answers them
 # explicitly so a reader of the wire sees what the client will do.
 CLIENT_CONFIG_DEFAULTS: dict[str, Any] = {
@@ -75,6 +77,8 @@ class ServerConfig:
     # Keep forward/backward token ids and loss_fn_inputs *values* in the request record (tests
     # that check what a client sent, e.g. custom-loss weights per datum); off: shapes only.
     record_tensors: bool = False
+    # Scripted faults (mock_server/faults.py); None = never inject. Only an explicit flag sets it.
+    fault_plan: FaultPlan | None = None
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.client_config_overrides) - set(CLIENT_CONFIG_DEFAULTS))

@@ -1,0 +1,84 @@
+"""The mock servers of a run: one in-process mock per distinct server setting of the cases.
+
+Cases that need a different `client/config` (e.g. `fwdbwd_max_chunk_len: 2` to force chunking)
+get their own mock; all others share one. Each mock records tensors (so wire checks can read the
+weights a client sent) and gets the fault plan of its cases — rules keyed by case name, so one
+case's faults never touch another's traffic. The runner reads the request record and final
+weight digests through the service directly (the mock runs in this process).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from conformance.cases import Case
+from mock_server.embedded import EmbeddedServer, serve
+from mock_server.faults import FaultPlan, FaultRule
+from mock_server.service import ServerConfig
+
+
+def setting_key(case: Case) -> str:
+    return json.dumps(case.get("server", {}), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class Mock:
+    server: EmbeddedServer
+    grpc_target: str | None
+
+    def endpoints(self) -> dict[str, Any]:
+        return {"http": self.server.url, "grpc": self.grpc_target}
+
+    def records(self, case: str) -> list[dict[str, Any]]:
+        return [r.to_json() for r in self.server.call(self.server.service.records.records, case)]
+
+    def digest(self, model_id: str) -> str | None:
+        """sha256 of the model's adapter weights and Adam state (None: no such model)."""
+
+        def read() -> str | None:
+            model = self.server.service.ctx.registry.models.get(model_id)
+            if model is None or model.training is None:
+                return None
+            return model.training.digest(include_optimizer=True)
+
+        return self.server.call(read)  # type: ignore[no-any-return]
+
+
+def fault_plan(cases: Sequence[Case]) -> FaultPlan | None:
+    rules = [
+        FaultRule(case=case["name"], **fault) for case in cases for fault in case.get("faults", [])
+    ]
+    return FaultPlan(tuple(rules)) if rules else None
+
+
+@contextmanager
+def start_mocks(cases: Sequence[Case], grpc: bool) -> Iterator[dict[str, Mock]]:
+    """Mocks keyed by `setting_key`; stopped when the block ends."""
+    groups: dict[str, list[Case]] = {}
+    for case in cases:
+        groups.setdefault(setting_key(case), []).append(case)
+    with ExitStack() as stack:
+        mocks = {}
+        for key, members in groups.items():
+            overrides = members[0].get("server", {}).get("client_config", {})
+            config = ServerConfig(
+                port=0,
+                grpc_port=0 if grpc else None,
+                client_config_overrides=overrides,
+                record_tensors=True,
+                fault_plan=fault_plan(members),
+            )
+            server = stack.enter_context(serve(config))
+            mocks[key] = Mock(server, _grpc_target(server) if grpc else None)
+        yield mocks
+
+
+def _grpc_target(server: EmbeddedServer) -> str | None:
+    # The gRPC front end is optional in the embedded server; None makes gRPC cases error out
+    # with a message saying so instead of silently testing HTTP.
+    target = getattr(server, "grpc_target", None) or getattr(server, "grpc_url", None)
+    return str(target).removeprefix("grpc://") if target else None

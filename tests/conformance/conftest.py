@@ -1,0 +1,45 @@
+"""Helpers for the conformance tests: run the suite in-process against an adapter command."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+from conformance import ROOT
+from conformance.cases import load_cases, load_expectations
+from conformance.report import Report
+from conformance.runner import run_suite
+
+ADAPTER = ROOT / "adapters" / "python" / "adapter.py"
+ADAPTERS_DIR = ROOT / "adapters"
+BROKEN_ADAPTER = Path(__file__).resolve().parent / "broken_adapter.py"
+
+
+def python_adapter(python: Path | str, *args: str) -> str:
+    return shlex.join([str(python), str(ADAPTER), *args])
+
+
+def tinker_ref_adapter(transport: str = "http") -> str:
+    return python_adapter(sys.executable, "--sdk", "tinker_ref", "--transport", transport)
+
+
+def run(
+    command: str,
+    cases: str = "*",
+    features: str | None = None,
+    known_failing: str | None = None,
+    grpc: bool = False,
+) -> Report:
+    """The suite's verdict on `command` for the cases matching `cases` (comma-separated globs);
+    `features` / `known_failing` name files in conformance/adapters/."""
+    expectations = load_expectations(
+        ADAPTERS_DIR / features if features else None,
+        ADAPTERS_DIR / known_failing if known_failing else None,
+    )
+    return run_suite(load_cases(pattern=cases), command, expectations, grpc=grpc)
+
+
+def explain(report: Report) -> str:
+    """For assertion messages: the summary and every unexpected outcome with its failures."""
+    return f"{report.summary()}\n{report.details()}"
