@@ -70,5 +70,24 @@ class SamplingClient(ResolvedClientFuture):
 
         return self.service.loop.submit(run())
 
+    # As in SDK 0.38, the async twins give the result itself.
+    async def sample_async(
+        self,
+        prompt: ModelInput,
+        num_samples: int,
+        sampling_params: SamplingParams,
+        include_prompt_logprobs: bool = False,
+        topk_prompt_logprobs: int = 0,
+    ) -> SampleResponse:
+        return await self.sample(
+            prompt, num_samples, sampling_params, include_prompt_logprobs, topk_prompt_logprobs
+        )
+
+    async def compute_logprobs_async(self, prompt: ModelInput) -> list[float | None]:
+        return await self.compute_logprobs(prompt)
+
+    async def get_base_model_async(self) -> str:
+        return self.base_model
+
     def __repr__(self) -> str:
         return f"SamplingClient({self.sampling_session_id!r}, base_model={self.base_model!r})"

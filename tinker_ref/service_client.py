@@ -43,6 +43,13 @@ def _api_key(api_key: str | None) -> str:
     return key
 
 
+def _check_sampling_source(model_path: str | None, base_model: str | None) -> None:
+    if (model_path is None) == (base_model is None):
+        raise ConfigurationError("pass exactly one of model_path and base_model")
+    if model_path is not None and not model_path.startswith("tinker://"):
+        raise ConfigurationError(f"model_path must start with 'tinker://', got {model_path!r}")
+
+
 class ServiceClient:
     # Positional order as in the official SDK 0.38 (user_metadata, project_id); the rest is
     # keyword-only there too, so a script switches by changing its import.
@@ -223,15 +230,28 @@ class ServiceClient:
         model_id = f"{session_id}:train:{model_seq_id}"
         return TrainingClient(self, model_id, await self.transport.get_info(model_id))
 
+    async def create_training_client_from_state_async(
+        self, path: str, user_metadata: Mapping[str, str] | None = None
+    ) -> TrainingClient:
+        return await self.loop.submit(self._from_state(path, False, user_metadata))
+
+    async def create_training_client_from_state_with_optimizer_async(
+        self, path: str, user_metadata: Mapping[str, str] | None = None
+    ) -> TrainingClient:
+        return await self.loop.submit(self._from_state(path, True, user_metadata))
+
     def create_sampling_client(
         self, model_path: str | None = None, base_model: str | None = None
     ) -> SamplingClient:
         """Sample from saved sampler weights (`tinker://...`) or from a base model."""
-        if (model_path is None) == (base_model is None):
-            raise ConfigurationError("pass exactly one of model_path and base_model")
-        if model_path is not None and not model_path.startswith("tinker://"):
-            raise ConfigurationError(f"model_path must start with 'tinker://', got {model_path!r}")
+        _check_sampling_source(model_path, base_model)
         return self.loop.run(self._create_sampling_client(model_path, base_model))
+
+    async def create_sampling_client_async(
+        self, model_path: str | None = None, base_model: str | None = None
+    ) -> SamplingClient:
+        _check_sampling_source(model_path, base_model)
+        return await self.loop.submit(self._create_sampling_client(model_path, base_model))
 
     async def _create_sampling_client(
         self, model_path: str | None, base_model: str | None

@@ -300,5 +300,48 @@ class TrainingClient(ResolvedClientFuture):
         base_model = self._info.model_data.model_name or self._info.model_name or ""
         return SamplingClient(self.service, response.sampling_session_id, base_model)
 
+    # ----- async twins ------------------------------------------------------------------------
+    # As in SDK 0.38: `await x_async(...)` submits the op (in the same seq_id order as the sync
+    # call would) and gives its future; await that future for the result.
+
+    async def get_info_async(self) -> GetInfoResponse:
+        return self._info
+
+    async def forward_async(
+        self, data: Sequence[Datum], loss_fn: str, loss_fn_config: LossFnConfig | None = None
+    ) -> APIFuture[ForwardBackwardOutput]:
+        return self.forward(data, loss_fn, loss_fn_config)
+
+    async def forward_backward_async(
+        self, data: Sequence[Datum], loss_fn: str, loss_fn_config: LossFnConfig | None = None
+    ) -> APIFuture[ForwardBackwardOutput]:
+        return self.forward_backward(data, loss_fn, loss_fn_config)
+
+    async def forward_backward_custom_async(
+        self, data: Sequence[Datum], loss_fn: CustomLossFn
+    ) -> APIFuture[ForwardBackwardOutput]:
+        return self.forward_backward_custom(data, loss_fn)
+
+    async def optim_step_async(
+        self, adam_params: AdamParams | None = None
+    ) -> APIFuture[OptimStepResponse]:
+        return self.optim_step(adam_params)
+
+    async def save_state_async(
+        self, name: str, ttl_seconds: int | None = None
+    ) -> APIFuture[SaveWeightsResponse]:
+        return self.save_state(name, ttl_seconds)
+
+    async def load_state_async(self, path: str) -> APIFuture[LoadWeightsResponse]:
+        return self.load_state(path)
+
+    async def load_state_with_optimizer_async(self, path: str) -> APIFuture[LoadWeightsResponse]:
+        return self.load_state_with_optimizer(path)
+
+    async def save_weights_for_sampler_async(
+        self, name: str, ttl_seconds: int | None = None
+    ) -> APIFuture[SaveWeightsForSamplerResponse]:
+        return self.save_weights_for_sampler(name, ttl_seconds)
+
     def __repr__(self) -> str:
         return f"TrainingClient(model_id={self.model_id!r})"
