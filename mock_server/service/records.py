@@ -119,7 +119,11 @@ def _datum_summary(datum: Datum, values: bool) -> dict[str, Any]:
         inputs[key] = {"dtype": td.dtype, "shape": list(td.dense_shape), "sparse": td.is_sparse}
         if values:
             inputs[key]["values"] = td.tolist()
-    summary: dict[str, Any] = {"num_tokens": datum.model_input.length, "loss_fn_inputs": inputs}
+    try:
+        num_tokens: int | None = datum.model_input.length
+    except ValueError:  # an image chunk without expected_tokens (the service refuses it later)
+        num_tokens = None
+    summary: dict[str, Any] = {"num_tokens": num_tokens, "loss_fn_inputs": inputs}
     if values:
         try:
             summary["tokens"] = datum.model_input.to_ints()
