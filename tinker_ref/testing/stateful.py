@@ -430,14 +430,47 @@ class TinkerStateMachine(RuleBasedStateMachine):
 
     # ----- rules: checkpoints -----
 
-    @rule(target=checkpoints, model=models)
-    def save_state(self, model: TrackedModel) -> Checkpoint:
+    def _save(self, model: TrackedModel) -> Checkpoint:
         label = f"c{next(self._labels)}"
-        self._step(f"{label} = {model.label}.save_state()")
+        note(f"  {label} = {model.label}.save_state()")
         path = model.client.save_state(label).result(TIMEOUT).path
         snapshot = model.reference.snapshot() if model.reference is not None else None
         self.touched = model
         return Checkpoint(label, path, model.base_model, model.rank, model.version, snapshot)
+
+    @rule(target=checkpoints, model=models)
+    def save_state(self, model: TrackedModel) -> Checkpoint:
+        self._step(f"{model.label}.save_state()")
+        return self._save(model)
+
+    @rule(
+        target=checkpoints, model=models, optimizer=st.booleans(), first=resume_st, then=resume_st
+    )
+    def checkpoint_round_trip(
+        self,
+        model: TrackedModel,
+        optimizer: bool,
+        first: tuple[list[DatumSpec], AdamParams],
+        then: tuple[list[DatumSpec], AdamParams],
+    ) -> Checkpoint:
+        """Resume from a checkpoint: train a step (so Adam has state), save, train step `then`,
+        load the checkpoint back and train step `then` again. With the Adam state restored the
+        second run of `then` must land on exactly the weights of the first, on any backend."""
+        call = "load_state_with_optimizer" if optimizer else "load_state"
+        self._step(f"{model.label}: train, save, train, {call}, train the same step again")
+        self._resume(model, first)
+        checkpoint = self._save(model)
+        self._resume(model, then)
+        after_first = self._forward_probe(model, PROBE, f"probe of {model.label}")
+        load = model.client.load_state_with_optimizer if optimizer else model.client.load_state
+        note(f"  {model.label}.{call}({checkpoint.label})")
+        load(checkpoint.path).result(TIMEOUT)
+        self._loaded(model, checkpoint, optimizer)
+        self._resume(model, then)
+        after_second = self._forward_probe(model, PROBE, f"probe of {model.label}")
+        if optimizer:
+            self._same(after_second, after_first, "the same step from the restored Adam state")
+        return checkpoint
 
     def _fits(self, model: TrackedModel, checkpoint: Checkpoint) -> bool:
         return (model.base_model, model.rank) == (checkpoint.base_model, checkpoint.rank)
