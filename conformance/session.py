@@ -16,7 +16,9 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from conformance import PROTOCOL_VERSION
+import jsonschema
+
+from conformance import PROTOCOL_VERSION, ROOT
 
 HANDSHAKE_TIMEOUT_S = 120.0  # an SDK import (torch) on a loaded machine can take a while
 _STDERR_KEEP = 20_000
@@ -24,6 +26,19 @@ _STDERR_KEEP = 20_000
 
 class ProtocolError(RuntimeError):
     """The adapter broke the protocol (bad handshake, non-JSON line, unknown message)."""
+
+
+def _message_validators() -> dict[str, jsonschema.Draft202012Validator]:
+    """One validator per message the adapter sends, picked by its `type` (a oneOf over all
+    messages would explain a bad result by the branch that fits it least)."""
+    defs = json.loads((ROOT / "schema" / "protocol.v1.schema.json").read_text())["$defs"]
+    return {
+        kind: jsonschema.Draft202012Validator({"$ref": f"#/$defs/{name}", "$defs": defs})
+        for kind, name in (("hello", "adapter_hello"), ("result", "result"))
+    }
+
+
+_VALIDATORS = _message_validators()
 
 
 class AdapterSession:
@@ -89,6 +104,13 @@ class AdapterSession:
             )
         if isinstance(message, Exception):
             raise message
+        validator = _VALIDATORS.get(str(message.get("type")))
+        if validator is None:
+            raise ProtocolError(f"unknown message type from the adapter: {message}")
+        # A hello's protocol version is left to _handshake, which names both versions.
+        error = jsonschema.exceptions.best_match(validator.iter_errors(message))
+        if error is not None and list(error.path) != ["protocol"]:
+            raise ProtocolError(f"invalid message {message}: {error.message}")
         return message
 
     def _handshake(self) -> dict[str, Any]:

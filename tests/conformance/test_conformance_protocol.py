@@ -114,3 +114,16 @@ def test_a_known_failure_that_passes_fails_the_run() -> None:
     assert (passed.status, failed.status) == ("unexpected_pass", "expected_failure")
     assert not Report({"name": "fake"}, [passed, failed], 0.0).ok
     assert Report({"name": "fake"}, [failed], 0.0).ok
+
+
+def test_a_result_that_breaks_the_message_schema_is_a_protocol_error(tmp_path: Path) -> None:
+    body = """
+    message = json.loads(sys.stdin.readline())
+    send({"type": "result", "case": message["case"]["name"], "status": "ok"})  # no "steps"
+    """
+    with pytest.raises(ProtocolError, match=r"invalid message .*'steps' is a required property"):
+        run_suite(
+            load_cases(pattern="forward-cross-entropy-1d"),
+            _fake(tmp_path, "PROTOCOL = 1", HELLO, body),
+            Expectations(None, {}),
+        )
