@@ -17,6 +17,10 @@ Kinds (what the client sees, and whether the op took effect):
 - `pending`: for `retrieve_future`: the poll is held `seconds` and answered `try_again`
   without looking at the future — a long-pending future as the client sees it (seconds > 45
   outlasts the official SDK's poll timeout).
+- `truncate_after_apply`: the handler runs, then the answer's headers and the first half of its
+  body go out and the connection is closed — a response cut mid-body (the op took effect).
+- `delay`: the request is held `seconds` before it is handled, so requests sent after it are
+  handled first — e.g. chunks of one forward_backward arriving in another order.
 
 This module is transport-neutral: a front end asks `FaultInjector.match(case, endpoint)` once
 per request and maps the returned rule to its own wire (the HTTP middleware does it for HTTP).
@@ -31,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-FAULT_KINDS = ("status", "drop_after_apply", "pending")
+FAULT_KINDS = ("status", "drop_after_apply", "pending", "truncate_after_apply", "delay")
 
 
 class FaultPlanError(ValueError):
@@ -47,7 +51,7 @@ class FaultRule:
     times: int = 1  # how many consecutive matching requests get it
     status: int = 503  # kind "status": the HTTP status answered
     retry_after: float | None = None  # kind "status": Retry-After seconds, None = no header
-    seconds: float = 0.0  # kind "pending": how long each poll is held before try_again
+    seconds: float = 0.0  # kinds "pending", "delay": how long the request is held
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -66,8 +70,8 @@ class FaultRule:
         if self.kind == "status":
             after = "" if self.retry_after is None else f" Retry-After {self.retry_after:g}"
             return f"status {self.status}{after}"
-        if self.kind == "pending":
-            return f"pending {self.seconds:g}s"
+        if self.kind in ("pending", "delay"):
+            return f"{self.kind} {self.seconds:g}s"
         return self.kind
 
 

@@ -48,6 +48,8 @@ STATUS: dict[type[ServiceError], int] = {
 _OPEN_PATHS = frozenset({"/api/v1/healthz"})
 # Present only when the server was given a fault plan (ServerConfig.fault_plan).
 FAULTS_KEY = web.AppKey("faults", FaultInjector)
+# Faults after which the handler still runs (the others answer in its place).
+_HANDLED_FAULTS = frozenset({"drop_after_apply", "truncate_after_apply", "delay"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -82,17 +84,22 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     request[RECORD_KEY] = record
     response: web.StreamResponse
     fault = _fault_for(request, record.case)
+    if fault is not None:  # recorded up front: a held client may be gone before the answer
+        record.extra["fault"] = fault.describe()
     try:
         if request.path.startswith("/api/") and request.path not in _OPEN_PATHS:
             request[PRINCIPAL_KEY] = service.authenticate(request.headers.get("X-API-Key"))
-        if fault is None or fault.kind == "drop_after_apply":
+        if fault is None or fault.kind in _HANDLED_FAULTS:
+            if fault is not None and fault.kind == "delay":
+                await asyncio.sleep(fault.seconds)  # later requests overtake this one
             response = await handler(request)
         else:
             response = await _inject(request, fault)
         if fault is not None:
-            record.extra["fault"] = fault.describe()
             if fault.kind == "drop_after_apply" and request.transport is not None:
                 request.transport.close()  # the op is in; the client never hears so
+            if fault.kind == "truncate_after_apply":
+                response = await _send_half(request, response)
     except ServiceError as error:
         response = service_error_response(error)
         record.error = error.message
@@ -111,6 +118,19 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     return response
 
 
+async def _send_half(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+    """Promise the whole body (Content-Length), send half of it, close the connection."""
+    body = response.body if isinstance(response, web.Response) else None
+    payload = body if isinstance(body, bytes) else b""
+    partial = web.StreamResponse(status=response.status, headers=response.headers)
+    partial.content_length = len(payload)
+    await partial.prepare(request)
+    await partial.write(payload[: len(payload) // 2])
+    if request.transport is not None:
+        request.transport.close()
+    return partial
+
+
 def _fault_for(request: web.Request, case: str | None) -> FaultRule | None:
     injector = request.app.get(FAULTS_KEY)
     if injector is None or not request.path.startswith("/api/v1/"):
@@ -121,8 +141,8 @@ def _fault_for(request: web.Request, case: str | None) -> FaultRule | None:
 async def _inject(request: web.Request, fault: FaultRule) -> web.Response:
     """The answer of a `status` or `pending` fault (the handler is not run)."""
     if fault.kind == "pending":
+        body = await request.json()  # read first: a client that timed out is gone after the hold
         await asyncio.sleep(fault.seconds)
-        body = await request.json()
         return web.json_response(try_again_json(str(body.get("request_id"))), dumps=dumps)
     response = error_response(fault.status, f"injected fault: {fault.describe()}")
     if fault.retry_after is not None:
