@@ -58,6 +58,12 @@ def test_the_fixture_sets_the_sdk_environment(tinker_mock) -> None:
     assert os.environ["TINKER_API_KEY"].startswith("tml-")
 
 
+def test_the_variables_are_restored_after_a_test_with_the_fixture() -> None:
+    # Runs after the tests above (pytest keeps file order) and before the session mock exists;
+    # the runner starts pytest with no TINKER_* variables.
+    assert "TINKER_BASE_URL" not in os.environ and "TINKER_API_KEY" not in os.environ
+
+
 def test_the_session_mock_serves_several_tests_a(tinker_mock_session) -> None:
     _, losses = train(PAIRS[:1], steps=1, learning_rate=1e-2)
     assert len(tinker_mock_session.model_ids()) == 1 and losses

@@ -1,5 +1,8 @@
 """The pytest plugin's fixtures and `MockServer` helpers, used as an outside test suite would:
-through the installed `pytest11` entry point, with the reference client doing the training."""
+through the installed `pytest11` entry point, with the reference client doing the training.
+
+`tinker_mock_session` is exercised by tests/fixture_project (in its own pytest process): used
+here it would leave TINKER_BASE_URL set for every later test of this suite."""
 
 from __future__ import annotations
 
@@ -89,13 +92,6 @@ def test_an_unknown_model_id_names_the_known_ones(tinker_mock: MockServer) -> No
     model_id = train(tinker_mock, steps=1)
     with pytest.raises(LookupError, match=f"no model 'nope' \\(models: {model_id}\\)"):
         tinker_mock.weights_digest("nope")
-
-
-def test_the_session_fixture_is_shared_and_sets_the_variables(
-    tinker_mock_session: MockServer, request: pytest.FixtureRequest
-) -> None:
-    assert os.environ["TINKER_BASE_URL"] == tinker_mock_session.url
-    assert request.getfixturevalue("tinker_mock_session") is tinker_mock_session
 
 
 def test_loading_the_plugin_or_tinker_ref_imports_no_server_or_torch() -> None:
