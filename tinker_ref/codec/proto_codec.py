@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from tinker_ref._proto.tinker_ref.wire.v1 import wire_pb2
+from tinker_ref.codec._wire_reader import WireFormatError, read_tensor
 from tinker_ref.codec._wire_writer import MessageWriter, little_endian_view, map_key_order
 from tinker_ref.codec.errors import CodecError
 from tinker_ref.codec.proto_sample import decode_sample_response, encode_sample_response
@@ -32,7 +33,7 @@ from tinker_ref.codec.proto_tensor import (
     datum_from_proto,
     parse_message,
     read_values,
-    tensor_from_proto,
+    tensor_from_fields,
     write_datum,
     write_tensor,
 )
@@ -66,7 +67,18 @@ def encode_tensor(td: TensorData) -> bytes:
 
 
 def decode_tensor(payload: bytes, field: str = "tensor") -> TensorData:
-    return tensor_from_proto(parse_message(wire_pb2.Tensor, payload), field)
+    """A `Tensor` read in place by the zero-copy `_wire_reader` (upb's semantics, no arena copy).
+
+    A `bytes` payload is sliced without copying, so the TensorData keeps it alive; any other
+    buffer is copied to `bytes` first, as `parse_message` does, so the result is immutable.
+    """
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        raise CodecError("Tensor", f"expected bytes, got {type(payload).__name__}")
+    try:
+        fields = read_tensor(payload if type(payload) is bytes else bytes(payload))
+    except WireFormatError as exc:
+        raise CodecError("Tensor", f"not a valid protobuf message ({exc})") from exc
+    return tensor_from_fields(fields, field)
 
 
 # ----- forward/backward request ------------------------------------------------------------------

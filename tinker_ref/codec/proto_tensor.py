@@ -16,6 +16,7 @@ import numpy.typing as npt
 from google.protobuf.message import DecodeError, Message
 
 from tinker_ref._proto.tinker_ref.wire.v1 import wire_pb2
+from tinker_ref.codec._wire_reader import SparseFields, TensorFields
 from tinker_ref.codec._wire_writer import MessageWriter, little_endian_view, map_key_order
 from tinker_ref.codec.errors import CodecError
 from tinker_ref.types import (
@@ -39,6 +40,7 @@ __all__ = [
     "datum_from_proto",
     "parse_message",
     "read_values",
+    "tensor_from_fields",
     "tensor_from_proto",
     "write_chunk",
     "write_datum",
@@ -114,7 +116,7 @@ def check_dtype(proto_dtype: int, field: str) -> tuple[str, TensorDtype]:
     return found
 
 
-def read_values(raw: bytes, wire_dtype: str, field: str) -> npt.NDArray[Any]:
+def read_values(raw: bytes | memoryview, wire_dtype: str, field: str) -> npt.NDArray[Any]:
     """Read-only flat native array of `raw` in `wire_dtype`, widened to its public dtype."""
     itemsize = np.dtype(wire_dtype).itemsize
     if len(raw) % itemsize:
@@ -137,18 +139,28 @@ def read_values(raw: bytes, wire_dtype: str, field: str) -> npt.NDArray[Any]:
 
 def tensor_from_proto(message: wire_pb2.Tensor, field: str) -> TensorData:
     """TensorData from a `Tensor`; an empty `shape` means 1-D (`shape=None`)."""
-    wire_dtype, dtype = check_dtype(message.dtype, f"{field}.dtype")
-    is_sparse = message.HasField("sparse_csr")
-    values = read_values(
-        message.sparse_csr.values if is_sparse else message.dense,
-        wire_dtype,
-        f"{field}.sparse_csr.values" if is_sparse else f"{field}.dense",
+    sparse = None
+    if message.HasField("sparse_csr"):
+        csr = message.sparse_csr
+        sparse = SparseFields(csr.values, csr.crow_indices, csr.col_indices)
+    return tensor_from_fields(
+        TensorFields(message.dense, sparse, message.dtype, list(message.shape)), field
     )
-    shape = list(message.shape) or None
+
+
+def tensor_from_fields(fields: TensorFields, field: str) -> TensorData:
+    """TensorData from a `Tensor` read by `_wire_reader.read_tensor` (or from a parsed message)."""
+    wire_dtype, dtype = check_dtype(fields.dtype, f"{field}.dtype")
+    csr = fields.sparse
+    values = read_values(
+        csr.values if csr is not None else fields.dense,
+        wire_dtype,
+        f"{field}.sparse_csr.values" if csr is not None else f"{field}.dense",
+    )
+    shape = fields.shape or None
     if shape is not None and min(shape) < 0:
         raise CodecError(f"{field}.shape", f"dimensions must be >= 0, got {shape}")
-    if is_sparse:
-        csr = message.sparse_csr
+    if csr is not None:
         crow = read_values(csr.crow_indices, "<i8", f"{field}.sparse_csr.crow_indices")
         col = read_values(csr.col_indices, "<i8", f"{field}.sparse_csr.col_indices")
         if shape is None or len(shape) != 2:
