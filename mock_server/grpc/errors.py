@@ -19,6 +19,7 @@ from mock_server.service.errors import (
     InvalidArgument,
     MalformedRequest,
     NotFound,
+    Overloaded,
     PayloadTooLarge,
     PermissionDenied,
     ServiceError,
@@ -39,6 +40,7 @@ GRPC_CODE: dict[type[ServiceError], grpc.StatusCode] = {
     Conflict: grpc.StatusCode.ALREADY_EXISTS,
     Gone: grpc.StatusCode.FAILED_PRECONDITION,
     PayloadTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Overloaded: grpc.StatusCode.UNAVAILABLE,  # transient: gRPC clients retry UNAVAILABLE
     UnsupportedMediaType: grpc.StatusCode.INVALID_ARGUMENT,
     # Well-formed but wrong (unknown loss, token outside the vocabulary): the argument is the
     # problem, not the server's state, so not FAILED_PRECONDITION.

@@ -25,6 +25,7 @@ from mock_server.service.errors import (
     InvalidArgument,
     MalformedRequest,
     NotFound,
+    Overloaded,
     PayloadTooLarge,
     PermissionDenied,
     ServiceError,
@@ -44,6 +45,7 @@ STATUS: dict[type[ServiceError], int] = {
     PayloadTooLarge: 413,
     UnsupportedMediaType: 415,
     InvalidArgument: 422,
+    Overloaded: 429,
 }
 _OPEN_PATHS = frozenset({"/api/v1/healthz"})
 # Present only when the server was given a fault plan (ServerConfig.fault_plan).
@@ -69,6 +71,8 @@ def error_response(status: int, detail: str, field: str | None = None) -> web.Re
 
 def service_error_response(error: ServiceError) -> web.Response:
     response = error_response(status_of(error), error.message, error.field)
+    if isinstance(error, Overloaded):
+        response.headers["Retry-After"] = f"{error.retry_after_seconds:g}"
     if isinstance(error, Conflict):
         response.headers["x-should-retry"] = "false"
     if isinstance(error, Unauthenticated):

@@ -67,6 +67,9 @@ class ServerConfig:
     result_ttl_seconds: float = 3600.0  # an unretrieved finished result is dropped after this
     seq_gap_timeout_seconds: float = 60.0  # buffered ops behind a missing seq_id fail after this
     dedupe_window: int = 4096  # per model: how many consumed seq_ids are remembered for retries
+    # Ops without an outcome, server-wide; past it new ops answer 429 + Retry-After (bounded
+    # queues), except a model's next seq_id, which can always run and may unblock others.
+    max_pending_ops: int = 4096
     max_body_bytes: int = 64 * 1024 * 1024  # request body cap, compressed (413 above)
     max_decompressed_bytes: int = 256 * 1024 * 1024  # cap after zstd decompression (413 above)
     # Results larger than this are announced with `complete_metadata` first (when allowed).

@@ -20,7 +20,7 @@ from mock_server.engine import CheckpointError, Engine, InvalidInputError
 from mock_server.service.auth import Authenticator, Principal
 from mock_server.service.checkpoints import CheckpointStore
 from mock_server.service.config import ServerConfig
-from mock_server.service.errors import ServiceError
+from mock_server.service.errors import Overloaded, ServiceError
 from mock_server.service.futures import FutureStore
 from mock_server.service.ids import IdMinter
 from mock_server.service.records import RequestLog
@@ -53,6 +53,16 @@ class ServiceContext:
     async def in_thread(self, fn: Callable[[], T]) -> T:
         """Run blocking engine or disk work in the pool, off the event loop."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn)
+
+    def admit(self, unblocks: bool = False) -> None:
+        """Bounded queues: `Overloaded` (429) past `max_pending_ops`, unless the op `unblocks`
+        a model (its next seq_id: refusing it could stall that model's queue for good). Called
+        before an op claims or consumes anything, so a refused op can simply be sent again."""
+        if not unblocks and self.futures.pending_count >= self.config.max_pending_ops:
+            raise Overloaded(
+                f"{self.futures.pending_count} ops are pending (limit "
+                f"{self.config.max_pending_ops}); retry after a second"
+            )
 
     def new_future(self, kind: str, principal: Principal) -> str:
         request_id = self.ids.request_id()

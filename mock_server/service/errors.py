@@ -61,3 +61,14 @@ class PayloadTooLarge(ServiceError):
 
 class UnsupportedMediaType(ServiceError):
     """The Content-Type or Content-Encoding is not one this endpoint reads."""
+
+
+class Overloaded(ServiceError):
+    """The server already holds as much queued work as it is configured to (429 with
+    Retry-After): nothing was accepted or consumed, the same request may be sent again."""
+
+    def __init__(
+        self, message: str, field: str | None = None, retry_after_seconds: float = 1.0
+    ) -> None:
+        super().__init__(message, field)
+        self.retry_after_seconds = retry_after_seconds

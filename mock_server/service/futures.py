@@ -75,6 +75,7 @@ class FutureStore:
         self._records: dict[str, FutureRecord] = {}
         self._tombstones: OrderedDict[str, str] = OrderedDict()  # expired id -> why
         self._closing = False
+        self.pending_count = 0  # futures without an outcome (admission control reads it)
         self._last_sweep = float("-inf")
 
     def __len__(self) -> int:
@@ -83,6 +84,7 @@ class FutureStore:
     def create(self, request_id: str, kind: str, owner: str | None) -> FutureRecord:
         self.sweep()
         record = FutureRecord(request_id, kind, owner, created_at=self._clock())
+        self.pending_count += 1
         if self._closing:
             record.event.set()
         self._records[request_id] = record
@@ -107,6 +109,7 @@ class FutureStore:
         return record if record is not None and not record.finished else None
 
     def _finish(self, record: FutureRecord) -> None:
+        self.pending_count -= 1
         record.finished_at = self._clock()
         record.event.set()
 

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mock_server.service.auth import Principal
-from mock_server.service.errors import ServiceError
+from mock_server.service.errors import Overloaded, ServiceError
 from mock_server.service.results import SessionInfo, SubmittedFuture
 
 if TYPE_CHECKING:
@@ -209,6 +209,8 @@ class Journal:
             encoded = {"args": encode(list(args)), "kwargs": encode(kwargs)}
             try:
                 result = await method(principal, *args, **kwargs)
+            except Overloaded:
+                raise  # refused before anything was accepted or consumed: nothing to replay
             except ServiceError as error:
                 self._append(name, principal, encoded, {"error": type(error).__name__})
                 raise

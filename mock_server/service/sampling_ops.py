@@ -120,6 +120,7 @@ class SamplingOps:
                 )
             return SubmittedFuture(earlier[1], sample_sequence_ids=earlier[2])
         spec = self._spec(sampler, req)
+        ctx.admit()
         request_id = ctx.new_future("sample", principal)
         sequence_ids = tuple(
             ids.sample_sequence_ids(sampler.sampling_session_id, req.seq_id, req.num_samples)

@@ -147,6 +147,7 @@ class TrainingOps:
         result: Callable[[str], object] = CreateModelResult,
     ) -> SubmittedFuture:
         ctx = self._ctx
+        ctx.admit()
         request_id = ctx.new_future(kind, principal)
         ctx.registry.sessions[session_id].model_claims[model_seq_id] = Claim(fp, request_id)
         model = Model(model_id, session_id, principal.identity, base_model, lora)
@@ -188,6 +189,7 @@ class TrainingOps:
         earlier = ctx.sequencer.check(model.model_id, seq_id, fp)
         if earlier is not None:
             return SubmittedFuture(earlier, model.model_id)
+        ctx.admit(unblocks=seq_id == ctx.sequencer.next_seq(model.model_id))
         try:
             with validating():
                 work, finish = plan()
@@ -306,6 +308,7 @@ class TrainingOps:
                 req.graph,
             )
         new_id = ids.loss_id(session.session_id, req.custom_loss_seq_id)
+        ctx.admit()
         request_id = ctx.new_future("create_custom_loss", principal)
         session.loss_claims[req.custom_loss_seq_id] = Claim(fp, request_id)
         ctx.registry.losses[new_id] = CustomLoss(

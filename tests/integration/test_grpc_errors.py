@@ -411,6 +411,7 @@ DOCUMENTED_CODES = {
     "PayloadTooLarge": (grpc.StatusCode.RESOURCE_EXHAUSTED, 413),
     "UnsupportedMediaType": (grpc.StatusCode.INVALID_ARGUMENT, 415),
     "InvalidArgument": (grpc.StatusCode.INVALID_ARGUMENT, 422),
+    "Overloaded": (grpc.StatusCode.UNAVAILABLE, 429),
 }
 
 
