@@ -67,6 +67,8 @@ class ServerConfig:
     result_ttl_seconds: float = 3600.0  # an unretrieved finished result is dropped after this
     seq_gap_timeout_seconds: float = 60.0  # buffered ops behind a missing seq_id fail after this
     dedupe_window: int = 4096  # per model: how many consumed seq_ids are remembered for retries
+    # A session with no heartbeat and no use for this long expires; its models are freed.
+    session_idle_seconds: float = 3600.0
     # Ops without an outcome, server-wide; past it new ops answer 429 + Retry-After (bounded
     # queues), except a model's next seq_id, which can always run and may unblock others.
     max_pending_ops: int = 4096
@@ -102,7 +104,12 @@ class ServerConfig:
                 f"long_poll_seconds must be in (0, 45): the SDK times a poll out at 45 s, "
                 f"got {self.long_poll_seconds}"
             )
-        for name in ("result_grace_seconds", "result_ttl_seconds", "seq_gap_timeout_seconds"):
+        for name in (
+            "result_grace_seconds",
+            "result_ttl_seconds",
+            "seq_gap_timeout_seconds",
+            "session_idle_seconds",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.journal and self.data_dir is None:

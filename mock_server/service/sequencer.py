@@ -202,6 +202,18 @@ class Sequencer:
         lane.buffered.clear()
         lane.next_seq = last + 1
 
+    def close_lane(self, key: str, error: ServiceError) -> None:
+        """Drop a model's lane (its session expired): queued ops fail with `error`."""
+        lane = self._lanes.pop(key, None)
+        if lane is None:
+            return
+        lane.closed = True
+        self._cancel_timer(lane)
+        for _, op in sorted(lane.buffered.items()):
+            if op is not None:
+                op.fail(error)
+        lane.buffered.clear()
+
     async def drain(self) -> None:
         """Wait until no lane is running (ops blocked behind a missing seq_id stay queued)."""
         while self._tasks:

@@ -21,6 +21,7 @@ from mock_server.service.checkpoints import CheckpointStore
 from mock_server.service.config import ServerConfig
 from mock_server.service.context import ServiceContext
 from mock_server.service.errors import Conflict, Gone, NotFound
+from mock_server.service.expiry import SessionReaper
 from mock_server.service.futures import FutureRecord, FutureStore
 from mock_server.service.ids import IdMinter
 from mock_server.service.journal import Journal, Recovery, originals_of
@@ -64,6 +65,9 @@ class TinkerService:
         )
         self.training = TrainingOps(self.ctx)
         self.sampling = SamplingOps(self.ctx)
+        self.reaper = SessionReaper(
+            self.ctx.registry, self.ctx.sequencer, config.session_idle_seconds
+        )
         self._closing = False
         self._journal: Journal | None = None
         self.recovery: Recovery | None = None  # what the journal replay did (recover())
@@ -100,6 +104,7 @@ class TinkerService:
     # ----- sessions -----
 
     async def create_session(self, principal: Principal, req: CreateSession) -> SessionInfo:
+        self.reaper.sweep()
         session_id = self.ctx.ids.session_id()
         self.ctx.registry.sessions[session_id] = Session(
             session_id, principal.identity, req.tags, dict(req.user_metadata), req.sdk_version
@@ -107,7 +112,10 @@ class TinkerService:
         return SessionInfo(session_id)
 
     async def heartbeat(self, principal: Principal, session_id: str) -> None:
+        self.reaper.sweep()
         session = self.ctx.registry.session(principal, session_id)
+        if session.expired:
+            raise Gone(f"session {session_id!r} expired for idleness; its models were freed")
         if session.finished:
             # 410 makes the SDK stop its heartbeat loop (wire spec §0.6).
             raise Gone(f"session {session_id!r} is finished", "session_id")
@@ -144,6 +152,7 @@ class TinkerService:
     ) -> FutureRecord:
         """Long-poll a future: its record once finished, or still pending after `timeout`
         (default `long_poll_seconds`; 0 = do not wait)."""
+        self.reaper.sweep()
         record = self.ctx.futures.get(request_id)
         if record.owner is not None:
             self.ctx.registry.check_owner(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,8 @@ class Session:
     model_claims: dict[int, Claim] = field(default_factory=dict)
     sampling_claims: dict[int, Claim] = field(default_factory=dict)
     loss_claims: dict[int, Claim] = field(default_factory=dict)
+    last_seen: float = field(default_factory=time.monotonic)  # heartbeat or use (expiry.py)
+    expired: bool = False  # dropped for idleness: its models are gone, heartbeats get 410
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,7 @@ class Registry:
         if session is None:
             raise NotFound(f"no session {session_id!r}", field_name)
         self._owned(principal, session.owner, f"session {session_id!r}", field_name)
+        session.last_seen = time.monotonic()
         return session
 
     def model(self, principal: Principal, model_id: str, field_name: str = "model_id") -> Model:
@@ -131,6 +135,9 @@ class Registry:
         if model is None:
             raise NotFound(f"no model {model_id!r}", field_name)
         self._owned(principal, model.owner, f"model {model_id!r}", field_name)
+        owner_session = self.sessions.get(model.session_id)
+        if owner_session is not None:
+            owner_session.last_seen = time.monotonic()
         return model
 
     def sampler(

@@ -5,7 +5,9 @@ client is `tinker_ref`, unmodified, whose ordinary retries carry the run across 
 Three kill points in one run: during a forward (a 64x128 batch, killed the moment its POST was
 accepted), between a backward and its optim_step, and during a save_state. The final weights
 equal an undisturbed run's bit for bit, the journal shows no (model_id, seq_id) accepted twice,
-and every replay reproduced every journaled outcome.
+and every replay reproduced every journaled outcome. The checkpoint whose save was killed,
+loaded with its optimizer state into a new model (create_training_client_from_state_with_
+optimizer), continues to the same bits as the uninterrupted run.
 """
 
 from __future__ import annotations
@@ -78,13 +80,19 @@ def test_run_killed_during_forward_between_backward_and_step_and_during_save_is_
 
         train_steps(training, steps[3:])
         final_path = training.save_state("final").result(timeout=120).path
+        # The checkpoint whose save was killed, resumed with its Adam state in a new model.
+        resumed = client.create_training_client_from_state_with_optimizer(mid_path)
+        train_steps(resumed, steps[3:])
+        resumed_path = resumed.save_state("resumed").result(timeout=120).path
     finally:
         client.close()
         server.stop()
 
     assert server.starts == 4
     assert weights_digest(checkpoint_dir(server.data_dir, final_path)) == expected
+    assert weights_digest(checkpoint_dir(server.data_dir, resumed_path)) == expected
     journal = read_journal(server.data_dir)
     assert accepted_twice(journal) == []
-    assert len(training_ops(journal, "forward_backward")) == 8  # 4 custom steps x (fwd + bwd)
-    assert len(training_ops(journal, "optim_step")) == 4
+    # 4 custom steps x (fwd + bwd) + optim_step, and the resumed model's one step.
+    assert len(training_ops(journal, "forward_backward")) == 10
+    assert len(training_ops(journal, "optim_step")) == 5
