@@ -205,8 +205,10 @@ class Sequencer:
     def close_lane(self, key: str, error: ServiceError) -> None:
         """Drop a model's lane (its session expired): queued ops fail with `error`."""
         lane = self._lanes.pop(key, None)
-        if lane is None:
-            return
+        if lane is not None:
+            self._stop(lane, error)
+
+    def _stop(self, lane: Lane, error: ServiceError) -> None:
         lane.closed = True
         self._cancel_timer(lane)
         for _, op in sorted(lane.buffered.items()):
@@ -223,12 +225,7 @@ class Sequencer:
         """Stop every lane: running ops are cancelled, buffered ones fail (server shutdown)."""
         error = ServiceError("the server is shutting down; the op was not run")
         for lane in self._lanes.values():
-            lane.closed = True
-            self._cancel_timer(lane)
-            for _, op in sorted(lane.buffered.items()):
-                if op is not None:
-                    op.fail(error)
-            lane.buffered.clear()
+            self._stop(lane, error)
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
