@@ -36,9 +36,10 @@ class SessionReaper:
         self._last_sweep = float("-inf")
         self.expired = 0  # sessions expired so far
 
-    def sweep(self) -> None:
+    def sweep(self, force: bool = False) -> None:
+        """Expire idle sessions (at most once a second unless forced: it scans them all)."""
         now = self._clock()
-        if now - self._last_sweep < 1.0:
+        if not force and now - self._last_sweep < 1.0:
             return
         self._last_sweep = now
         registry = self._registry
