@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--adapter", required=True, metavar="CMD", help="the adapter command line")
     run.add_argument("--features", type=Path, help='JSON {"features": [...]} the SDK offers')
     run.add_argument("--known-failing", type=Path, help="lines 'case-or-glob  # reason'")
-    run.add_argument("--cases", default="*", metavar="GLOB", help="case names to run")
+    run.add_argument("--cases", default="*", metavar="GLOB", help="globs, comma-separated")
     run.add_argument("--jobs", type=int, default=4, help="cases in flight at once (default 4)")
     run.add_argument("--grpc", action="store_true", help="also serve gRPC (gRPC adapters)")
     run.add_argument("--timeout", type=float, default=CASE_TIMEOUT_S, help="seconds per case")

@@ -65,7 +65,7 @@ def test_official_sdk_0_38_passes_every_case_it_claims() -> None:
     [
         ("0.25.0", ""),
         ("0.24.1", "fault-500-custom-backward"),
-        ("0.15.0", "fault-429-retrieve-future,custom-target-distribution-kl-last-row"),
+        ("0.15.0", "custom-target-distribution-kl-last-row"),
     ],
 )
 def test_older_official_sdks_pass_the_subset_with_their_known_failures(
