@@ -8,8 +8,9 @@ every response checked against a plain model of what must be true.
 Rules: create models (two sessions), forward / forward_backward with every built-in loss,
 forward_backward_custom with the catalogue losses (optionally with an optim_step pipelined
 behind the still-running custom-loss future), optim_step, save / load state with and without
-Adam state (into a model or as a new model), sampler snapshots + compute_logprobs, invalid
-requests, and ordering faults injected at the transport (held, duplicated and conflicting
+Adam state (into a model or as a new model, then training on), a checkpoint round trip
+(train, save, train, load, retrain), sampler snapshots + compute_logprobs, invalid requests,
+and ordering faults injected at the transport (held, duplicated and conflicting
 seq_ids, see `faults.py`). After every step the last model touched is probed with a forward.
 
 What is checked depends on `BackendConfig.architecture`:
