@@ -28,6 +28,7 @@ from mock_server.faults import fault_plan_argument
 from mock_server.grpc import start_grpc, stop_grpc
 from mock_server.http import create_app, start_http
 from mock_server.http.keys import SERVICE_KEY
+from mock_server.http.middleware import FAULTS_KEY
 from mock_server.service import ConfigError, ServerConfig
 
 log = logging.getLogger("tinker_mock")
@@ -133,7 +134,7 @@ async def serve(config: ServerConfig) -> None:
         if config.grpc_port is not None:
             # The service the HTTP app created on startup: one state behind both front ends.
             grpc_server, grpc_port = await start_grpc(
-                app[SERVICE_KEY], config.host, config.grpc_port
+                app[SERVICE_KEY], config.host, config.grpc_port, app.get(FAULTS_KEY)
             )
         print(ready_line(config.host, port, grpc_port), flush=True)
         log.info("serving seed=%d data_dir=%s", config.seed, config.data_dir or "(temporary)")

@@ -31,6 +31,7 @@ from aiohttp import web
 from mock_server.grpc import start_grpc, stop_grpc
 from mock_server.http import create_app, start_http
 from mock_server.http.keys import SERVICE_KEY
+from mock_server.http.middleware import FAULTS_KEY
 from mock_server.service import ServerConfig, TinkerService
 
 START_TIMEOUT_SECONDS = 60.0
@@ -91,7 +92,9 @@ def serve(
         grpc_server, grpc_port = None, None
         if config.grpc_port is not None:
             try:
-                grpc_server, grpc_port = await start_grpc(service, config.host, config.grpc_port)
+                grpc_server, grpc_port = await start_grpc(
+                    service, config.host, config.grpc_port, app.get(FAULTS_KEY)
+                )
             except BaseException:
                 await runner.cleanup()
                 raise

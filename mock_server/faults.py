@@ -23,7 +23,9 @@ Kinds (what the client sees, and whether the op took effect):
   handled first — e.g. chunks of one forward_backward arriving in another order.
 
 This module is transport-neutral: a front end asks `FaultInjector.match(case, endpoint)` once
-per request and maps the returned rule to its own wire (the HTTP middleware does it for HTTP).
+per request and maps the returned rule to its own wire: the HTTP middleware for HTTP, the call
+wrapper of `mock_server/grpc/server.py` for gRPC (a method has its HTTP path's name there, e.g.
+ForwardBackward -> "forward_backward", and the case comes from `x-conformance-case` metadata).
 """
 
 from __future__ import annotations

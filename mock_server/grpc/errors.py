@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import grpc
 
-from mock_server.http.middleware import status_of
+from mock_server.http.middleware import STATUS, status_of
 from mock_server.service.errors import (
     Conflict,
     Gone,
@@ -68,6 +68,27 @@ def trailers_of(error: ServiceError) -> Trailers:
 
 def internal_trailers() -> Trailers:
     return ((HTTP_STATUS_KEY, "500"),)
+
+
+# HTTP statuses without a ServiceError class (injected faults answer any 4xx/5xx): transient
+# ones are UNAVAILABLE, as grpc maps 429/502/503/504; the trailer carries the exact status.
+_CODE_OF_STATUS = {
+    408: grpc.StatusCode.UNAVAILABLE,  # not DEADLINE_EXCEEDED: that is the client's own timeout
+    500: grpc.StatusCode.INTERNAL,
+    501: grpc.StatusCode.UNIMPLEMENTED,
+    502: grpc.StatusCode.UNAVAILABLE,
+    503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def code_of_status(status: int) -> grpc.StatusCode:
+    """The gRPC code for an HTTP error status: its ServiceError class's code where it has one
+    (429 is Overloaded: UNAVAILABLE), else `_CODE_OF_STATUS`, else UNKNOWN."""
+    for cls, http_status in STATUS.items():
+        if http_status == status:
+            return GRPC_CODE[cls]
+    return _CODE_OF_STATUS.get(status, grpc.StatusCode.UNKNOWN)
 
 
 def _metadata_value(text: str) -> str:

@@ -14,6 +14,13 @@ try_again), and an op that changes state runs to completion even when its caller
 (shielded from the cancellation gRPC delivers at the deadline), so a retry under the same seq_id
 finds it deduplicated rather than half-applied — the HTTP front end behaves the same way, since
 aiohttp does not cancel handlers of dropped connections.
+
+Fault injection (`mock_server/faults.py`, only with `ServerConfig.fault_plan`): the call wrapper
+asks the injector once per call, with the `x-conformance-case` metadata and the RPC's HTTP
+endpoint name (`_FAULT_ENDPOINTS`), and answers the rule in gRPC terms: `status` aborts with the
+status's code and `tinker-http-status` trailer (handler not run); `drop_after_apply` and
+`truncate_after_apply` run the handler, then abort UNAVAILABLE like a lost connection; `pending`
+holds a RetrieveFuture (within the deadline) and answers try_again; `delay` sleeps, then handles.
 """
 
 from __future__ import annotations
@@ -28,8 +35,15 @@ import grpc
 import grpc.aio
 from google.protobuf import json_format
 
+from mock_server.faults import FaultInjector, FaultRule
 from mock_server.grpc import convert
-from mock_server.grpc.errors import code_of, internal_trailers, trailers_of
+from mock_server.grpc.errors import (
+    HTTP_STATUS_KEY,
+    code_of,
+    code_of_status,
+    internal_trailers,
+    trailers_of,
+)
 from mock_server.http.middleware import status_of
 from mock_server.service import MalformedRequest, ServiceError, TinkerService
 from mock_server.service.auth import Principal
@@ -210,19 +224,57 @@ _REQUEST_TYPES: dict[str, Any] = {
 }
 
 
-def _rpc(service: TinkerService, name: str, handler: _Handler) -> grpc.RpcMethodHandler:
+# Each RPC's endpoint name in fault plans: its HTTP path after /api/v1/ (mock_server/faults.py);
+# the two whose HTTP path holds an id (sessions/{id}/finish, samplers/{id}) get a plain name.
+_FAULT_ENDPOINTS: dict[str, str] = {
+    "GetClientConfig": "client/config",
+    "GetServerCapabilities": "get_server_capabilities",
+    "CreateSession": "create_session",
+    "SessionHeartbeat": "session_heartbeat",
+    "FinishSession": "finish_session",
+    "CreateModel": "create_model",
+    "GetInfo": "get_info",
+    "ForwardBackward": "forward_backward",
+    "OptimStep": "optim_step",
+    "SaveWeights": "save_weights",
+    "SaveWeightsForSampler": "save_weights_for_sampler",
+    "LoadWeights": "load_weights",
+    "CreateSamplingSession": "create_sampling_session",
+    "GetSampler": "get_sampler",
+    "Sample": "asample",
+    "RetrieveFuture": "retrieve_future",
+}
+# Faults after which the handler still runs (`status` and `pending` answer in its place).
+_HANDLED_FAULTS = frozenset({"drop_after_apply", "truncate_after_apply", "delay"})
+
+
+def _rpc(
+    service: TinkerService, name: str, handler: _Handler, faults: FaultInjector | None
+) -> grpc.RpcMethodHandler:
     endpoint = f"/{SERVICE_NAME}/{name}"
+    fault_endpoint = _FAULT_ENDPOINTS[name]
 
     async def behaviour(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         metadata = {key.lower(): value for key, value in context.invocation_metadata() or ()}
         record = service.records.start("POST", endpoint, metadata)
+        # Matched before authentication and recorded up front, as the HTTP middleware does.
+        fault = None if faults is None else faults.match(record.case, fault_endpoint)
+        if fault is not None:
+            record.extra["fault"] = fault.describe()
+        response: Any = None  # stays None only for a `status` fault, which aborts below
         try:
             credential = metadata.get("x-api-key")
             principal = service.authenticate(credential if isinstance(credential, str) else None)
             if request_type is not None:
                 request = _parse(request_type, request)
                 record.body = json_format.MessageToDict(request, preserving_proto_field_name=True)
-            response = await handler(request, _Call(principal, record, context))
+            call = _Call(principal, record, context)
+            if fault is None or fault.kind in _HANDLED_FAULTS:
+                if fault is not None and fault.kind == "delay":
+                    await asyncio.sleep(fault.seconds)  # later calls overtake this one
+                response = await handler(request, call)
+            elif fault.kind == "pending":  # RetrieveFuture only (FaultRule checks it)
+                response = await _hold_pending(call, fault)
         except ServiceError as error:
             record.status, record.error = status_of(error), error.message
             await context.abort(code_of(error), error.message, trailing_metadata=trailers_of(error))
@@ -233,7 +285,22 @@ def _rpc(service: TinkerService, name: str, handler: _Handler) -> grpc.RpcMethod
             await context.abort(
                 grpc.StatusCode.INTERNAL, detail, trailing_metadata=internal_trailers()
             )
+        if fault is not None and fault.kind == "status":
+            # The handler did not run. The code and `tinker-http-status` trailer make tinker_ref
+            # raise and retry as it does for this status over HTTP. A `retry_after` is not sent:
+            # tinker_ref's gRPC transport reads no Retry-After and backs off on its own.
+            record.status = fault.status
+            await context.abort(
+                code_of_status(fault.status),
+                f"injected fault: {fault.describe()}",
+                trailing_metadata=((HTTP_STATUS_KEY, str(fault.status)),),
+            )
         record.status = 200
+        if fault is not None and fault.kind in ("drop_after_apply", "truncate_after_apply"):
+            # The op is applied; the answer is lost. gRPC frames whole messages, so a cut body
+            # and a dropped connection look alike to a client: UNAVAILABLE without our trailers,
+            # which tinker_ref retries under the same seq_id (the service deduplicates it).
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"injected fault: {fault.kind}")
         return response
 
     request_type = _REQUEST_TYPES[name]
@@ -244,6 +311,17 @@ def _rpc(service: TinkerService, name: str, handler: _Handler) -> grpc.RpcMethod
     )
 
 
+async def _hold_pending(call: _Call, fault: FaultRule) -> pb.RetrieveFutureResponse:
+    """A `pending` fault: hold the poll `fault.seconds` (no longer than the normal long-poll
+    may, given the deadline) and answer try_again without looking at the future."""
+    hold = fault.seconds
+    remaining = call.context.time_remaining()
+    if remaining is not None:
+        hold = max(0.0, min(hold, remaining * _DEADLINE_SHARE))
+    await asyncio.sleep(hold)
+    return pb.RetrieveFutureResponse(try_again=pb.TryAgain(queue_state="active"))
+
+
 def _parse(message_type: Any, payload: bytes) -> Any:
     try:
         return parse_message(message_type, payload)
@@ -251,18 +329,26 @@ def _parse(message_type: Any, payload: bytes) -> Any:
         raise MalformedRequest(exc.message, exc.field) from exc
 
 
-def generic_handler(service: TinkerService) -> grpc.GenericRpcHandler:
+def generic_handler(
+    service: TinkerService, faults: FaultInjector | None = None
+) -> grpc.GenericRpcHandler:
     servicer = TrainingServicer(service)
     return grpc.method_handlers_generic_handler(
         SERVICE_NAME,
-        {name: _rpc(service, name, getattr(servicer, name)) for name in _REQUEST_TYPES},
+        {name: _rpc(service, name, getattr(servicer, name), faults) for name in _REQUEST_TYPES},
     )
 
 
-async def start_grpc(service: TinkerService, host: str, port: int) -> tuple[grpc.aio.Server, int]:
+async def start_grpc(
+    service: TinkerService, host: str, port: int, faults: FaultInjector | None = None
+) -> tuple[grpc.aio.Server, int]:
     """Serve `service` over gRPC on `host:port` (0 = a free port) on the running loop; returns
-    the server (stop it with `stop_grpc`) and the bound port."""
+    the server (stop it with `stop_grpc`) and the bound port. `faults`: the HTTP app's injector,
+    so one count per (case, endpoint) spans both front ends; None = a new one when the config
+    has a fault plan."""
     config = service.config
+    if faults is None and config.fault_plan is not None:  # only an explicit plan injects faults
+        faults = FaultInjector(config.fault_plan)
     server = grpc.aio.server(
         options=[
             # The HTTP body cap; above it grpc answers RESOURCE_EXHAUSTED itself.
@@ -272,7 +358,7 @@ async def start_grpc(service: TinkerService, host: str, port: int) -> tuple[grpc
             ("grpc.so_reuseport", 0),
         ]
     )
-    server.add_generic_rpc_handlers((generic_handler(service),))
+    server.add_generic_rpc_handlers((generic_handler(service, faults),))
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         bound = server.add_insecure_port(address)
