@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mock_server.engine.catalog import load_catalog
 from mock_server.faults import fault_plan_argument
 from mock_server.grpc import start_grpc, stop_grpc
 from mock_server.http import create_app, start_http
@@ -91,8 +92,42 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--seq-gap-timeout-seconds", type=float, default=60.0, help=argparse.SUPPRESS
     )
-    serve.add_argument("--log-level", default="INFO", help="stderr log level (default INFO)")
+    serve.add_argument(
+        "--log-level",
+        default="INFO",
+        help="stderr log level (default INFO: a start-up banner and one line per request: "
+        "method, endpoint, model, seq_id, status, ms; WARNING: problems only)",
+    )
+    commands.add_parser("models", help="list the base models the mock serves")
     return parser
+
+
+def models_table() -> str:
+    """`tinker-mock models`: every catalogue entry, test models first."""
+    specs = sorted(load_catalog().values(), key=lambda spec: not spec.test_model)
+    width = max(len(spec.name) for spec in specs)
+    lines = [f"{'base model':<{width}}  {'vocab':>7}  kind"]
+    for spec in specs:
+        kind = (
+            "test model (byte tokenizer)"
+            if spec.tokenizer == "bytes"
+            else ("test model" if spec.test_model else "stand-in with the real vocabulary")
+        )
+        lines.append(f"{spec.name:<{width}}  {spec.vocab_size:>7}  {kind}")
+    return "\n".join(lines)
+
+
+def banner(config: ServerConfig, http_port: int, grpc_port: int | None) -> list[str]:
+    """What the server logs once it is ready (stderr; stdout carries only the ready line)."""
+    auth = f"keys from {config.api_keys_file}" if config.api_keys_file else "any tml- key"
+    catalog = load_catalog()
+    tests = [name for name, spec in catalog.items() if spec.test_model]
+    return [
+        ready_line(config.host, http_port, grpc_port).removeprefix("tinker-mock listening "),
+        f"models: {len(catalog)} ({', '.join(tests)} for tests; `tinker-mock models` lists all)",
+        f"data dir: {config.data_dir or '(temporary, removed at exit)'}; auth: {auth}; "
+        f"seed: {config.seed}",
+    ]
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -137,7 +172,8 @@ async def serve(config: ServerConfig) -> None:
                 app[SERVICE_KEY], config.host, config.grpc_port, app.get(FAULTS_KEY)
             )
         print(ready_line(config.host, port, grpc_port), flush=True)
-        log.info("serving seed=%d data_dir=%s", config.seed, config.data_dir or "(temporary)")
+        for line in banner(config, port, grpc_port):
+            log.info("%s", line)
         await stop.wait()
         log.info("shutting down")
     finally:
@@ -148,6 +184,9 @@ async def serve(config: ServerConfig) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "models":
+        print(models_table())
+        return 0
     logging.basicConfig(
         stream=sys.stderr,
         level=args.log_level.upper(),

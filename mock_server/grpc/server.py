@@ -257,6 +257,17 @@ def _rpc(
     async def behaviour(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         metadata = {key.lower(): value for key, value in context.invocation_metadata() or ()}
         record = service.records.start("POST", endpoint, metadata)
+        try:
+            return await answer(request, context, metadata, record)
+        finally:
+            service.records.finish(record)  # the per-request log line, however it ended
+
+    async def answer(
+        request: Any,
+        context: grpc.aio.ServicerContext[Any, Any],
+        metadata: dict[str, Any],
+        record: RequestRecord,
+    ) -> Any:
         # Matched before authentication and recorded up front, as the HTTP middleware does.
         fault = None if faults is None else faults.match(record.case, fault_endpoint)
         if fault is not None:

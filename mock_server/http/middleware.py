@@ -119,6 +119,7 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         response = error_response(500, detail)
         record.error = detail
     record.status = response.status
+    service.records.finish(record)
     return response
 
 

@@ -8,6 +8,7 @@ returned values. Credentials are never recorded. Bounded FIFO (`ServerConfig.max
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -33,6 +34,7 @@ RECORDED_HEADERS = (
     "x-conformance-case",
 )
 CASE_HEADER = "x-conformance-case"
+request_log = logging.getLogger("tinker_mock.requests")
 
 
 @dataclass
@@ -86,6 +88,23 @@ class RequestLog:
         self._count += 1
         self._records.append(record)
         return record
+
+    def finish(self, record: RequestRecord) -> None:
+        """Log one structured line for an answered request (logger `tinker_mock.requests`, INFO):
+        method, endpoint, model, seq_id, status, milliseconds since it arrived."""
+        if not request_log.isEnabledFor(logging.INFO):
+            return
+        body = record.body if isinstance(record.body, dict) else {}
+        model = body.get("model_id") or body.get("session_id") or "-"
+        request_log.info(
+            "%s %s model=%s seq_id=%s status=%s ms=%.1f",
+            record.method,
+            record.endpoint,
+            model,
+            "-" if record.seq_id is None else record.seq_id,
+            "-" if record.status is None else record.status,
+            (time.time() - record.received_at) * 1000,
+        )
 
     def records(self, case: str | None = None) -> list[RequestRecord]:
         """Copies of the kept records in arrival order, optionally of one conformance case."""
