@@ -3,7 +3,7 @@
 #   make test           set up, then codegen check + lint + type check + the whole test suite
 #   make generate       regenerate tinker_ref/_proto from proto/
 #   make checkgenerate  fail if regenerating would change a committed file
-#   make bench          side-by-side benchmarks (benchmarks/README.md)
+#   make bench          side-by-side benchmarks; updates README.md "Benchmarks"
 
 PYTHON ?= python3
 VENV ?= .venv

@@ -1,0 +1,192 @@
+"""Measuring side by side: interleaved runs, summaries, client worker processes, server RSS.
+
+Timings on shared 2-core machines drift by tens of percent within a minute, so nothing here
+reports an absolute time alone: every figure is a ratio of two things measured in the same
+run, interleaved A B A B ..., each side summarised by its median over >= 5 runs.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+WORKER = Path(__file__).with_name("step_worker.py")
+
+
+@dataclass(frozen=True)
+class Summary:
+    samples: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "median": self.median,
+            "min": min(self.samples),
+            "max": max(self.samples),
+            "samples": self.samples,
+        }
+
+
+def interleaved(
+    a: Callable[[], float], b: Callable[[], float], runs: int
+) -> tuple[Summary, Summary]:
+    """Run A B A B ... `runs` times each; each call returns one run's figure."""
+    samples_a, samples_b = [], []
+    for _ in range(runs):
+        samples_a.append(a())
+        samples_b.append(b())
+    return Summary(samples_a), Summary(samples_b)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-quantile (0..1) by linear interpolation between order statistics."""
+    ordered = sorted(values)
+    position = q * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+class Worker:
+    """A `step_worker.py` process: one training client that runs timed steps on command."""
+
+    def __init__(
+        self,
+        python: Path | str,
+        sdk: str,
+        transport: str,
+        address: str,
+        model: str,
+        datums: int,
+        tokens: int,
+        warmup: bool = True,
+    ) -> None:
+        self.label = f"{sdk}/{transport}"
+        args = [sdk, transport, address, model, str(datums), str(tokens), str(int(warmup))]
+        self._process = subprocess.Popen(
+            [str(python), str(WORKER), *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=_worker_env(),
+        )
+
+    def wait_ready(self) -> None:
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline().strip()
+        if line != "ready":
+            self.close()
+            raise RuntimeError(f"benchmark worker {self.label} failed to start (said {line!r})")
+
+    def start(self, op: str, steps: int) -> None:
+        assert self._process.stdin is not None
+        self._process.stdin.write(json.dumps({"op": op, "steps": steps}) + "\n")
+        self._process.stdin.flush()
+
+    def collect_all(self) -> dict[str, list[float]]:
+        """The last command's per-step figures: "seconds" (wall) and "cpu_seconds" (client)."""
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"benchmark worker {self.label} died")
+        figures: dict[str, list[float]] = json.loads(line)
+        return figures
+
+    def collect(self, key: str = "seconds") -> list[float]:
+        return self.collect_all()[key]
+
+    def steps(self, op: str, steps: int, key: str = "seconds") -> list[float]:
+        self.start(op, steps)
+        return self.collect(key)
+
+    def mean_step(self, op: str, steps: int, key: str = "seconds") -> float:
+        return statistics.fmean(self.steps(op, steps, key))
+
+    def close(self) -> None:
+        if self._process.poll() is None:
+            assert self._process.stdin is not None
+            self._process.stdin.close()
+            try:
+                self._process.wait(30)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(5)
+
+
+def start_workers(workers: list[Worker]) -> list[Worker]:
+    """Wait for workers started together (their torch imports overlap)."""
+    for worker in workers:
+        worker.wait_ready()
+    return workers
+
+
+def _worker_env() -> dict[str, str]:
+    import os
+
+    return {**os.environ, "TINKER_TELEMETRY": "0", "PYTHONUNBUFFERED": "1"}
+
+
+def peak_rss_mib(pid: int) -> float:
+    """A live process's peak resident set size (VmHWM), in MiB (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for pid {pid}")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time a live process has used so far (Linux /proc)."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_jiffies() -> tuple[int, int]:
+    """(busy, total) CPU jiffies of the whole machine so far, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+def machine_info() -> dict[str, Any]:
+    import os
+    import platform
+
+    import torch
+
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        # Other work on the machine skews every ratio; a load far above the core count means
+        # the figures of this run are noisy.
+        "load_average_1_5_15": os.getloadavg(),
+        "torch": torch.__version__,
+    }
+
+
+def git_revision(repo: Path) -> str:
+    completed = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=False
+    )
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    revision = completed.stdout.strip() or "unknown"
+    return revision + ("-dirty" if dirty.stdout.strip() else "")
