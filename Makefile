@@ -25,8 +25,11 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/python examples/custom_loss_training.py
 
+# Two workers: most of the suite waits on subprocesses and servers, so 2 cores overlap well
+# (10.6 -> 6.5 minutes measured). --dist loadfile keeps each file's module-scoped fixtures
+# (servers, SDK runs) in one worker. pytest exits 5 when nothing is collected: make fails then.
 test: checkgenerate lint typecheck
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 lint: setup
 	$(BIN)/ruff check .
