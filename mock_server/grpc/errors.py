@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import grpc
 
-from mock_server.http.middleware import STATUS, status_of
 from mock_server.service.errors import (
+    STATUS,
     Conflict,
     Gone,
     InvalidArgument,
@@ -25,6 +25,7 @@ from mock_server.service.errors import (
     ServiceError,
     Unauthenticated,
     UnsupportedMediaType,
+    status_of,
 )
 
 HTTP_STATUS_KEY = "tinker-http-status"

@@ -44,9 +44,9 @@ from mock_server.grpc.errors import (
     internal_trailers,
     trailers_of,
 )
-from mock_server.http.middleware import status_of
 from mock_server.service import MalformedRequest, ServiceError, TinkerService
 from mock_server.service.auth import Principal
+from mock_server.service.errors import status_of
 from mock_server.service.records import RequestRecord, forward_backward_summary
 from mock_server.service.results import SubmittedFuture
 from tinker_ref._proto.tinker_ref.training.v1 import training_pb2 as pb

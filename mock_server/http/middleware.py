@@ -21,45 +21,20 @@ from mock_server.http.encode import dumps, try_again_json
 from mock_server.http.keys import PRINCIPAL_KEY, RECORD_KEY, SERVICE_KEY
 from mock_server.service.errors import (
     Conflict,
-    Gone,
-    InvalidArgument,
-    MalformedRequest,
-    NotFound,
     Overloaded,
-    PayloadTooLarge,
-    PermissionDenied,
     ServiceError,
     Unauthenticated,
-    UnsupportedMediaType,
+    status_of,
 )
 
 log = logging.getLogger(__name__)
 
-STATUS: dict[type[ServiceError], int] = {
-    MalformedRequest: 400,
-    Unauthenticated: 401,
-    PermissionDenied: 403,
-    NotFound: 404,
-    Conflict: 409,
-    Gone: 410,
-    PayloadTooLarge: 413,
-    UnsupportedMediaType: 415,
-    InvalidArgument: 422,
-    Overloaded: 429,
-}
 _OPEN_PATHS = frozenset({"/api/v1/healthz"})
 # Present only when the server was given a fault plan (ServerConfig.fault_plan).
 FAULTS_KEY = web.AppKey("faults", FaultInjector)
 # Faults after which the handler still runs (the others answer in its place).
 _HANDLED_FAULTS = frozenset({"drop_after_apply", "truncate_after_apply", "delay"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def status_of(error: ServiceError) -> int:
-    for cls in type(error).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]  # type: ignore[index]
-    return 500
 
 
 def error_response(status: int, detail: str, field: str | None = None) -> web.Response:

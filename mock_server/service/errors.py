@@ -72,3 +72,27 @@ class Overloaded(ServiceError):
     ) -> None:
         super().__init__(message, field)
         self.retry_after_seconds = retry_after_seconds
+
+
+# The HTTP status of each error class. Both front ends use it: HTTP answers it, gRPC sends it in
+# its `tinker-http-status` trailer (so clients raise the same exception class on both).
+STATUS: dict[type[ServiceError], int] = {
+    MalformedRequest: 400,
+    Unauthenticated: 401,
+    PermissionDenied: 403,
+    NotFound: 404,
+    Conflict: 409,
+    Gone: 410,
+    PayloadTooLarge: 413,
+    UnsupportedMediaType: 415,
+    InvalidArgument: 422,
+    Overloaded: 429,
+}
+
+
+def status_of(error: ServiceError) -> int:
+    """The HTTP status of `error` (its nearest listed class), 500 for anything unlisted."""
+    for cls in type(error).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]  # type: ignore[index]
+    return 500

@@ -25,8 +25,8 @@ import pytest
 from mock_server.embedded import EmbeddedServer, serve
 from mock_server.grpc import SERVICE_NAME
 from mock_server.grpc.errors import code_of, trailers_of
-from mock_server.http.middleware import status_of
 from mock_server.service import ServiceError
+from mock_server.service.errors import status_of
 from tinker_ref import codec, errors
 from tinker_ref._proto.tinker_ref.training.v1 import training_pb2 as pb
 from tinker_ref._proto.tinker_ref.training.v1.training_pb2_grpc import TrainingServiceStub
