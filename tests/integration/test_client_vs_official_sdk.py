@@ -9,9 +9,6 @@ the *server* received and what the runs ended with.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,9 +16,8 @@ from typing import Any
 import pytest
 
 from mock_server.embedded import serve
-from tests.support.mock_process import REPO_ROOT
+from tests.support.scenario_run import run_client_scenario
 
-SCENARIO = REPO_ROOT / "tests" / "support" / "client_scenario.py"
 # Endpoints whose number and timing depend on how fast results arrive, not on the calls made:
 # polls, heartbeats and telemetry; and `client/dynamic_config`, which the SDK fetches for sample
 # cancellation only — a feature tinker_ref does not implement (it never cancels a sample).
@@ -37,16 +33,7 @@ def run_scenario(python: Path | str, sdk: str, transport: str = "http") -> dict[
     """Run the scenario against a fresh recording mock; its output plus the server's record."""
     with serve(seed=0, record_tensors=True, grpc=transport == "grpc") as mock:
         address = mock.url if transport == "http" else mock.grpc_target
-        completed = subprocess.run(
-            [str(python), str(SCENARIO), sdk, transport, address],
-            capture_output=True,
-            text=True,
-            timeout=240,
-            env={**os.environ, "TINKER_TELEMETRY": "0"},
-            check=False,
-        )
-        assert completed.returncode == 0, completed.stderr[-4000:]
-        result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
+        result = run_client_scenario(python, sdk, transport, address)
         result["records"] = mock.call(
             lambda: [record.to_json() for record in mock.service.records.records()]
         )

@@ -18,9 +18,6 @@ is left to tinker_ref here.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -39,11 +36,10 @@ from tests.reliability.runs import (
     reference_digest,
     train_steps,
 )
-from tests.support.mock_process import REPO_ROOT
+from tests.support.scenario_run import run_client_scenario
 from tests.support.sdk_venv import ensure_sdk_venv
 from tinker_ref.transport.http import HttpOptions, HttpTransport
 
-SCENARIO = REPO_ROOT / "tests" / "support" / "client_scenario.py"
 CHUNKED = {"fwdbwd_max_chunk_len": 2}  # 6 DPO datums -> 3 concurrent POSTs per phase
 
 RULES: list[dict[str, Any]] = [
@@ -71,16 +67,7 @@ PLAN = FaultPlan.from_json({"rules": RULES})
 def run_scenario(python: Path | str, sdk: str, plan: FaultPlan | None) -> dict[str, Any]:
     """The scenario against a fresh mock (with `plan`); its output plus what the server saw."""
     with serve(seed=0, client_config_overrides=CHUNKED, fault_plan=plan) as mock:
-        completed = subprocess.run(
-            [str(python), str(SCENARIO), sdk, "http", mock.url],
-            capture_output=True,
-            text=True,
-            timeout=240,
-            env={**os.environ, "TINKER_TELEMETRY": "0"},
-            check=False,
-        )
-        assert completed.returncode == 0, completed.stderr[-4000:]
-        result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
+        result = run_client_scenario(python, sdk, "http", mock.url)
 
         def server_view() -> dict[str, Any]:
             model = mock.service.ctx.registry.models[result["model_id"]]
