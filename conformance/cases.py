@@ -2,9 +2,10 @@
 known-failing lists.
 
 A case file is one JSON object (`schema/case.v1.schema.json`). Beyond the schema, loading checks
-what a schema cannot: unique names, step ids that exist, and `same_as` twins whose expectations
-agree (a fault case must end exactly like its fault-free twin — if the reference applied a retried
-op twice, its regenerated digest would differ and loading fails, loudly, before any run).
+what a schema cannot: unique names, step ids that exist, and `same_as` twins whose stored states
+agree within tolerance (a fault case must end like its fault-free twin — if the reference applied
+a retried op twice, its regenerated state would differ and loading fails, loudly, before any run;
+that the two end on the very same bits is checked when both run, `runner.judge_twins`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import jsonschema
 
-from conformance import CASES_DIR, ROOT
+from conformance import CASES_DIR, ROOT, state
 
 SCHEMA_PATH = ROOT / "schema" / "case.v1.schema.json"
 Case = dict[str, Any]
@@ -85,10 +86,11 @@ def _check_twins(cases: dict[str, Case]) -> None:
         twin = cases.get(twin_name)
         if twin is None:
             raise CaseError(f"{case['name']}: same_as names unknown case {twin_name!r}")
-        if case["expected"]["digest"] != twin["expected"]["digest"]:
+        failures = state.compare("state", twin["expected"]["state"], case["expected"]["state"])
+        if failures:
             raise CaseError(
-                f"{case['name']}: final weights digest differs from its twin {twin_name}: "
-                f"expected {twin['expected']['digest']}, got {case['expected']['digest']}"
+                f"{case['name']}: its stored state differs from its twin {twin_name}'s: "
+                + "; ".join(failures)
             )
 
 

@@ -1,4 +1,4 @@
-"""Expected vs got: step results, the final weights digest, and wire observations.
+"""Expected vs got: step results, the trained state, and wire observations.
 
 Everything is compared by one rule set (`compare`), so every failure message has the same
 shape — `<where>: expected <value>, got <value>`:

@@ -3,8 +3,8 @@
 Cases that need a different `client/config` (e.g. `fwdbwd_max_chunk_len: 2` to force chunking)
 get their own mock; all others share one. Each mock records tensors (so wire checks can read the
 weights a client sent) and gets the fault plan of its cases — rules keyed by case name, so one
-case's faults never touch another's traffic. The runner reads the request record and final
-weight digests through the service directly (the mock runs in this process).
+case's faults never touch another's traffic. The runner reads the request record and each
+model's final state through the service directly (the mock runs in this process).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from conformance.cases import Case
+from conformance.state import Fingerprint, fingerprint
 from mock_server.embedded import EmbeddedServer, serve
 from mock_server.faults import FaultPlan, FaultRule
 from mock_server.service import ServerConfig
@@ -23,6 +24,12 @@ from mock_server.service import ServerConfig
 
 def setting_key(case: Case) -> str:
     return json.dumps(case.get("server", {}), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class FinalState:
+    fingerprint: Fingerprint  # tolerant: comparable across machines (conformance/state.py)
+    digest: str  # bitwise: comparable only within one process
 
 
 @dataclass(frozen=True)
@@ -36,14 +43,18 @@ class Mock:
     def records(self, case: str) -> list[dict[str, Any]]:
         return [r.to_json() for r in self.server.call(self.server.service.records.records, case)]
 
-    def digest(self, model_id: str) -> str | None:
-        """sha256 of the model's adapter weights and Adam state (None: no such model)."""
+    def final_state(self, model_id: str) -> FinalState | None:
+        """The model's trained state now (None: no such model): its fingerprint, compared with
+        a tolerance against stored expectations, and its sha256, compared bit for bit with a
+        twin case of the same run."""
 
-        def read() -> str | None:
+        def read() -> FinalState | None:
             model = self.server.service.ctx.registry.models.get(model_id)
             if model is None or model.training is None:
                 return None
-            return model.training.digest(include_optimizer=True)
+            tensors = dict(model.training.weights())
+            tensors.update(model.training.optimizer_state().tensors)
+            return FinalState(fingerprint(tensors), model.training.digest(include_optimizer=True))
 
         return self.server.call(read)  # type: ignore[no-any-return]
 

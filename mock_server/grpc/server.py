@@ -26,10 +26,11 @@ holds a RetrieveFuture (within the deadline) and answers try_again; `delay` slee
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 import grpc.aio
@@ -48,9 +49,10 @@ from mock_server.service import MalformedRequest, ServiceError, TinkerService
 from mock_server.service.auth import Principal
 from mock_server.service.errors import status_of
 from mock_server.service.records import RequestRecord, forward_backward_summary
+from mock_server.service.requests import MalformedOp
 from mock_server.service.results import SubmittedFuture
 from tinker_ref._proto.tinker_ref.training.v1 import training_pb2 as pb
-from tinker_ref.codec import CodecError, decode_forward_backward_request
+from tinker_ref.codec import CodecError, decode_forward_backward_request, peek_fields
 from tinker_ref.codec.proto_tensor import parse_message
 
 log = logging.getLogger(__name__)
@@ -276,16 +278,24 @@ def _rpc(
         try:
             credential = metadata.get("x-api-key")
             principal = service.authenticate(credential if isinstance(credential, str) else None)
-            if request_type is not None:
-                request = _parse(request_type, request)
-                record.body = json_format.MessageToDict(request, preserving_proto_field_name=True)
-            call = _Call(principal, record, context)
-            if fault is None or fault.kind in _HANDLED_FAULTS:
-                if fault is not None and fault.kind == "delay":
-                    await asyncio.sleep(fault.seconds)  # later calls overtake this one
-                response = await handler(request, call)
-            elif fault.kind == "pending":  # RetrieveFuture only (FaultRule checks it)
-                response = await _hold_pending(call, fault)
+            raw = request
+            try:
+                if request_type is not None:
+                    request = _parse(request_type, request)
+                    record.body = json_format.MessageToDict(
+                        request, preserving_proto_field_name=True
+                    )
+                call = _Call(principal, record, context)
+                if fault is None or fault.kind in _HANDLED_FAULTS:
+                    if fault is not None and fault.kind == "delay":
+                        await asyncio.sleep(fault.seconds)  # later calls overtake this one
+                    response = await handler(request, call)
+                elif fault.kind == "pending":  # RetrieveFuture only (FaultRule checks it)
+                    response = await _hold_pending(call, fault)
+            except MalformedRequest as error:
+                if name in _SEQUENCED:
+                    await _refuse_malformed(service, principal, name, raw, error)
+                raise
         except ServiceError as error:
             record.status, record.error = status_of(error), error.message
             await context.abort(code_of(error), error.message, trailing_metadata=trailers_of(error))
@@ -331,6 +341,26 @@ async def _hold_pending(call: _Call, fault: FaultRule) -> pb.RetrieveFutureRespo
         hold = max(0.0, min(hold, remaining * _DEADLINE_SHARE))
     await asyncio.sleep(hold)
     return pb.RetrieveFutureResponse(try_again=pb.TryAgain(queue_state="active"))
+
+
+# RPCs whose requests consume a model's seq_id: top-level model_id = 1 and seq_id = 2, as the
+# ForwardBackward body of the HTTP API. (LoadWeights nests them: a LoadWeightsRequest that cannot
+# be parsed has no readable ids; one that parses but lacks its target has none to consume.)
+_SEQUENCED = frozenset({"ForwardBackward", "OptimStep", "SaveWeights", "SaveWeightsForSampler"})
+
+
+async def _refuse_malformed(
+    service: TinkerService, principal: Principal, name: str, payload: bytes, error: MalformedRequest
+) -> NoReturn:
+    """A malformed request to a sequenced RPC consumes its seq_id when its `(model_id,
+    seq_id)` can be read from the bytes, as over HTTP; then the error is answered."""
+    model_id, seq_id = peek_fields(payload, strings=1, integers=2)
+    if model_id is not None and seq_id is not None:
+        digest = hashlib.sha256(payload).hexdigest()
+        endpoint = _FAULT_ENDPOINTS[name]
+        malformed = MalformedOp(model_id, seq_id, endpoint, digest, error.message, error.field)
+        await service.training.reject_malformed(principal, malformed)
+    raise error
 
 
 def _parse(message_type: Any, payload: bytes) -> Any:

@@ -7,7 +7,9 @@ conformance runs). Handlers hold no state and no logic beyond translation.
 
 from __future__ import annotations
 
-from typing import Any
+import hashlib
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
 
 from aiohttp import web
 
@@ -24,11 +26,19 @@ from mock_server.http.keys import PRINCIPAL_KEY, RECORD_KEY, SERVICE_KEY
 from mock_server.http.status_page import status_page
 from mock_server.service import MalformedRequest, TinkerService
 from mock_server.service.auth import Principal
+from mock_server.service.fingerprint import fingerprint
 from mock_server.service.records import forward_backward_summary
+from mock_server.service.requests import MalformedOp
 from mock_server.service.results import SubmittedFuture
-from tinker_ref.codec import CodecError, ForwardBackwardRequest, decode_forward_backward_request
+from tinker_ref.codec import (
+    CodecError,
+    ForwardBackwardRequest,
+    decode_forward_backward_request,
+    peek_fields,
+)
 
 API = "/api/v1"
+T = TypeVar("T")
 
 
 def _service(request: web.Request) -> TinkerService:
@@ -61,6 +71,41 @@ def _submitted(request: web.Request, submitted: SubmittedFuture) -> web.Response
 def _note_seq(request: web.Request, body: Any) -> None:
     if isinstance(body, dict) and isinstance(body.get("seq_id"), int):
         request[RECORD_KEY].seq_id = body["seq_id"]
+
+
+def _sequence_ids(body: Any) -> tuple[str, int] | None:
+    """`(model_id, seq_id)` of a JSON body, when both can be read."""
+    if not isinstance(body, dict):
+        return None
+    model_id, seq_id = body.get("model_id"), body.get("seq_id")
+    if isinstance(model_id, str) and isinstance(seq_id, int) and not isinstance(seq_id, bool):
+        return model_id, seq_id
+    return None
+
+
+async def _refuse_malformed(
+    request: web.Request,
+    endpoint: str,
+    ids: tuple[str | None, int | None] | None,
+    body_digest: str,
+    error: MalformedRequest,
+) -> NoReturn:
+    """Answer a malformed request to a sequenced endpoint; when its `(model_id, seq_id)` could
+    be read, the service consumes that seq_id first (as it does for any rejected op)."""
+    if ids is not None and ids[0] is not None and ids[1] is not None:
+        malformed = MalformedOp(ids[0], ids[1], endpoint, body_digest, error.message, error.field)
+        await _service(request).training.reject_malformed(_principal(request), malformed)
+    raise error
+
+
+async def _read_sequenced(request: web.Request, endpoint: str, parser: Callable[[Any], T]) -> T:
+    """A sequenced op's JSON body, parsed by `parser`; see `_refuse_malformed`."""
+    body = await _read_json(request)
+    _note_seq(request, body)
+    try:
+        return parser(body)
+    except MalformedRequest as error:
+        await _refuse_malformed(request, endpoint, _sequence_ids(body), fingerprint(body), error)
 
 
 # ----- configuration, auth, health -----
@@ -141,14 +186,23 @@ async def _forward_backward(request: web.Request, forward_only_endpoint: bool) -
         else require_media_type(request, PROTOBUF, JSON)
     )
     raw = await read_body(request, config.max_body_bytes, config.max_decompressed_bytes)
+    endpoint = "forward" if forward_only_endpoint else "forward_backward"
     req: ForwardBackwardRequest
     if media == PROTOBUF:
         try:
             req = decode_forward_backward_request(raw)
         except CodecError as exc:
-            raise MalformedRequest(exc.message, exc.field) from exc
+            error = MalformedRequest(exc.message, exc.field)
+            peeked = peek_fields(raw, strings=1, integers=2)  # model_id = 1, seq_id = 2
+            digest = hashlib.sha256(raw).hexdigest()
+            await _refuse_malformed(request, endpoint, peeked, digest, error)
     else:
-        req = parse.forward_backward_json(parse_json(raw), forward_only=forward_only_endpoint)
+        body = parse_json(raw)
+        try:
+            req = parse.forward_backward_json(body, forward_only=forward_only_endpoint)
+        except MalformedRequest as error:
+            ids = _sequence_ids(body)
+            await _refuse_malformed(request, endpoint, ids, fingerprint(body), error)
     record = request[RECORD_KEY]
     record.seq_id = req.seq_id
     record.body = forward_backward_summary(
@@ -170,35 +224,27 @@ async def forward(request: web.Request) -> web.Response:
 
 
 async def optim_step(request: web.Request) -> web.Response:
-    body = await _read_json(request)
-    _note_seq(request, body)
-    req = parse.optim_step(body)
+    req = await _read_sequenced(request, "optim_step", parse.optim_step)
     return _submitted(
         request, await _service(request).training.optim_step(_principal(request), req)
     )
 
 
 async def save_weights(request: web.Request) -> web.Response:
-    body = await _read_json(request)
-    _note_seq(request, body)
-    req = parse.save_weights(body)
+    req = await _read_sequenced(request, "save_weights", parse.save_weights)
     return _submitted(
         request, await _service(request).training.save_weights(_principal(request), req)
     )
 
 
 async def save_weights_for_sampler(request: web.Request) -> web.Response:
-    body = await _read_json(request)
-    _note_seq(request, body)
-    req = parse.save_weights_for_sampler(body)
+    req = await _read_sequenced(request, "save_weights_for_sampler", parse.save_weights_for_sampler)
     training = _service(request).training
     return _submitted(request, await training.save_weights_for_sampler(_principal(request), req))
 
 
 async def load_weights(request: web.Request) -> web.Response:
-    body = await _read_json(request)
-    _note_seq(request, body)
-    req = parse.load_weights(body)
+    req = await _read_sequenced(request, "load_weights", parse.load_weights)
     return _submitted(
         request, await _service(request).training.load_weights(_principal(request), req)
     )

@@ -69,6 +69,7 @@ JOURNALED: tuple[tuple[str, str], ...] = (
     ("training", "save_weights_for_sampler"),
     ("training", "load_weights"),
     ("training", "create_custom_loss"),
+    ("training", "reject_malformed"),
     ("sampling", "create_sampling_session"),
     ("sampling", "sample"),
 )

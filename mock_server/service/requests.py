@@ -143,3 +143,17 @@ class CreateCustomLoss:
     name: str
     inputs: tuple[CustomLossInputSpec, ...]
     graph: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class MalformedOp:
+    """A request to a sequenced endpoint that could not be read in full, though its `model_id`
+    and `seq_id` could: it consumes that seq_id like any rejected op, so the client's next op
+    does not wait out the gap timeout (the client moves on to the next id either way)."""
+
+    model_id: str
+    seq_id: int
+    endpoint: str  # e.g. "optim_step": with the body digest, tells a retry from another op
+    body_digest: str  # sha256 of what the client sent: a retry of the same bytes is recognised
+    message: str  # the MalformedRequest it gets (and every retry of it gets again)
+    field: str | None

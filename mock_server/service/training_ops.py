@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
+from typing import Any, NoReturn
 
 from mock_server.custom_loss import compile_custom_loss
 from mock_server.engine import (
@@ -47,6 +47,7 @@ from mock_server.service.requests import (
     CreateCustomLoss,
     CreateModel,
     LoadWeights,
+    MalformedOp,
     OptimStep,
     SaveWeights,
     SaveWeightsForSampler,
@@ -206,6 +207,22 @@ class TrainingOps:
 
         ctx.sequencer.enqueue(model.model_id, seq_id, fp, request_id, run, fail)
         return SubmittedFuture(request_id, model.model_id)
+
+    async def reject_malformed(self, principal: Principal, req: MalformedOp) -> NoReturn:
+        """Consume the seq_id of a request that could not be read (when its model is this
+        principal's and the seq_id is still open), then raise its MalformedRequest. Retries of
+        the same bytes get the same answer; a different op under that seq_id is a Conflict."""
+        error = MalformedRequest(req.message, req.field)
+        ctx = self._ctx
+        try:
+            model = ctx.registry.model(principal, req.model_id)
+            check_seq_id(req.seq_id)
+            fp = fingerprint(("malformed", req.endpoint, req.body_digest))
+            if ctx.sequencer.check(model.model_id, req.seq_id, fp) is None:
+                ctx.sequencer.reject(model.model_id, req.seq_id, fp, error)
+        except ServiceError:
+            pass  # no such model, a bad seq_id or one already used: nothing to consume
+        raise error
 
     async def forward_backward(
         self, principal: Principal, req: ForwardBackwardRequest, ignore_unused_inputs: bool = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 from conformance import ROOT
 from conformance.cases import load_cases, load_expectations
@@ -38,6 +39,19 @@ def run(
         ADAPTERS_DIR / known_failing if known_failing else None,
     )
     return run_suite(load_cases(pattern=cases), command, expectations, grpc=grpc)
+
+
+def run_reference(cases: str = "*") -> dict[str, dict[str, Any]]:
+    """What the reference adapter (tinker_ref over HTTP) left behind per case: observations as
+    `runner.observe_case` makes them (steps, state fingerprint, digest, wire)."""
+    observed: dict[str, dict[str, Any]] = {}
+    run_suite(
+        load_cases(pattern=cases),
+        tinker_ref_adapter("http"),
+        load_expectations(None, None),
+        record=observed,
+    )
+    return observed
 
 
 def explain(report: Report) -> str:

@@ -432,3 +432,23 @@ def test_every_service_error_class_has_its_documented_code_and_http_status() -> 
         trailers = dict(trailers_of(error))
         assert trailers["tinker-http-status"] == str(status) == str(status_of(error)), cls
         assert trailers["tinker-field"] == "the.field"
+
+
+@pytest.mark.parametrize("rpc", ["OptimStep", "ForwardBackward"])
+def test_a_malformed_message_with_readable_ids_consumes_its_seq_id(api: Api, rpc: str) -> None:
+    model_id = new_model(api, seed=7)
+    before = api.probe(model_id, 1)
+    if rpc == "OptimStep":
+        intact = pb.OptimStepRequest(model_id=model_id, seq_id=2, adam_params=pb.AdamParams())
+        message = intact.SerializeToString()
+    else:
+        message = codec.encode_forward_backward_request(model_id, 2, DATA, "cross_entropy")
+    broken = message + b"\x1a\x05\x0a"  # ids first, then a field cut short
+    failure = api.grpc_failure(f"{rpc}Bytes", broken)
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert failure.trailers["tinker-http-status"] == "400"
+    assert api.grpc_failure(f"{rpc}Bytes", broken).detail == failure.detail  # a retry: the same
+    # seq_id 2 is consumed: seq 3 runs at once (else it waits out the 30 s gap and fails Gone)
+    # and the model is unchanged.
+    assert api.probe(model_id, 3) == before
+    assert api.grpc_failure(f"{rpc}Bytes", message).trailers["tinker-http-status"] == "409"

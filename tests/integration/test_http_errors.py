@@ -3,6 +3,7 @@ Content-Length, and no change to any model (checked with `TrainingModel.digest`)
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import zstandard
 
 from tests.integration.conftest import MakeMockApi
 from tests.support.http_api import PROTOBUF, TINY, MockApi, datum
+from tinker_ref.codec import encode_forward_backward_request
 
 pytestmark = pytest.mark.asyncio
 
@@ -288,3 +290,84 @@ async def test_422_other_invalid_requests(make_mock_api: MakeMockApi) -> None:
     assert body["field"] == "path"
     assert api.digest(model) == before
     await assert_next_seq_runs(api, model, 7)
+
+
+# ----- every rejection consumes a readable seq_id, whatever layer rejects it -----
+
+
+def _malformed_bodies(model: str) -> dict[str, tuple[str, bytes, str, str]]:
+    """layer -> (endpoint, raw body, content type, the field the 400 names), all at seq_id 4."""
+    adam = {"learning_rate": "fast", "beta1": 0.9, "beta2": 0.95, "eps": 1e-12}
+    valid = encode_forward_backward_request(model, 4, [datum(TOKENS)], "cross_entropy")
+    return {
+        # the JSON parser: a field of the wrong JSON type
+        "json field type": (
+            "optim_step",
+            json.dumps({"model_id": model, "seq_id": 4, "adam_params": adam}).encode(),
+            "application/json",
+            "adam_params.learning_rate",
+        ),
+        # the JSON parser: a required field missing
+        "json missing field": (
+            "save_weights",
+            json.dumps({"model_id": model, "seq_id": 4}).encode(),
+            "application/json",
+            "path",
+        ),
+        # the JSON-era forward_backward codec: datums that are not datums
+        "json-era datums": (
+            "forward_backward",
+            json.dumps(
+                {
+                    "model_id": model,
+                    "seq_id": 4,
+                    "forward_backward_input": {"loss_fn": "cross_entropy", "data": [7]},
+                }
+            ).encode(),
+            "application/json",
+            "data[0]",
+        ),
+        # the protobuf codec: model_id and seq_id intact, then a truncated datum
+        "protobuf body": ("forward_backward", valid + b"\x1a\x05\x0a", PROTOBUF, ""),
+        # the service, after parsing: neither a name nor a sampling session
+        "service": (
+            "save_weights_for_sampler",
+            json.dumps({"model_id": model, "seq_id": 4}).encode(),
+            "application/json",
+            "path",
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "layer", ["json field type", "json missing field", "json-era datums", "protobuf body", "service"]
+)
+async def test_a_malformed_request_with_readable_ids_consumes_its_seq_id(
+    make_mock_api: MakeMockApi, layer: str
+) -> None:
+    api = await make_mock_api()
+    model = await trained_model(api)
+    before = api.digest(model)
+    endpoint, raw, content_type, field = _malformed_bodies(model)[layer]
+    headers = api.headers({"Content-Type": content_type})
+    status, body, _ = await raw_post(api, endpoint, raw, headers)
+    assert status == 400 and body["field"].startswith(field), body
+    assert (await raw_post(api, endpoint, raw, headers))[:2] == (400, body)  # a retry: same answer
+    # Without the seq_id consumed, seq_id 5 would wait behind 4 and fail after the gap timeout.
+    await assert_next_seq_runs(api, model, 5)
+    assert api.digest(model) == before
+    # The consumed id is not reusable by another op.
+    body = await api.forward_backward(model, 4, [datum(TOKENS)], forward_only=True, status=409)
+    assert body["field"] == "seq_id"
+
+
+async def test_a_malformed_request_without_readable_ids_consumes_nothing(
+    make_mock_api: MakeMockApi,
+) -> None:
+    api = await make_mock_api()
+    model = await trained_model(api)
+    headers = api.headers({"Content-Type": "application/json"})
+    no_seq = json.dumps({"model_id": model, "seq_id": "four", "adam_params": {}}).encode()
+    assert (await raw_post(api, "optim_step", no_seq, headers))[0] == 400
+    assert (await raw_post(api, "optim_step", b"{not json", headers))[0] == 400
+    await assert_next_seq_runs(api, model, 4)  # seq_id 4 was still free

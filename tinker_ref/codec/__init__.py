@@ -6,6 +6,7 @@ model inputs, datums and the JSON-era forward/backward output. Every decoder of 
 raises `CodecError(field, message)` and nothing else.
 """
 
+from tinker_ref.codec._wire_reader import peek_fields
 from tinker_ref.codec.errors import CodecError
 from tinker_ref.codec.json_codec import (
     chunk_from_json,
@@ -52,6 +53,7 @@ __all__ = [
     "forward_backward_output_to_json",
     "model_input_from_json",
     "model_input_to_json",
+    "peek_fields",
     "tensor_data_from_json",
     "tensor_data_to_json",
 ]

@@ -1,4 +1,5 @@
-"""A minimal zero-copy protobuf wire-format reader for the `Tensor` message.
+"""A minimal zero-copy protobuf wire-format reader for the `Tensor` message (and a tolerant
+peek at two top-level fields of any message).
 
 Why not the protobuf library: `ParseFromString` copies a 4 MB `dense` payload into its arena and
 `message.dense` copies it out again, so decoding alone cost about twice a `tobytes()`. Here the
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["SparseFields", "TensorFields", "WireFormatError", "read_tensor"]
+__all__ = ["SparseFields", "TensorFields", "WireFormatError", "peek_fields", "read_tensor"]
 
 _VARINT, _FIXED64, _LEN, _START_GROUP, _END_GROUP, _FIXED32 = 0, 1, 2, 3, 4, 5
 _MASK64 = (1 << 64) - 1
@@ -176,3 +177,26 @@ def read_tensor(payload: bytes) -> TensorFields:
         else:
             pos = _skip(buf, pos, end, number, wire_type, depth)
     return fields
+
+
+def peek_fields(payload: bytes, strings: int, integers: int) -> tuple[str | None, int | None]:
+    """The top-level string field `strings` and int32/int64 field `integers` of a message that
+    may not parse as a whole, read as far as the bytes are valid (last occurrence wins, as in a
+    full parse). For naming a malformed request's `(model_id, seq_id)`; never raises."""
+    text: str | None = None
+    number_value: int | None = None
+    buf, pos, end = payload, 0, len(payload)
+    try:
+        while pos < end:
+            number, wire_type, pos = _tag(buf, pos, end)
+            if number == strings and wire_type == _LEN:
+                start, pos = _length(buf, pos, end)
+                text = bytes(buf[start:pos]).decode("utf-8")
+            elif number == integers and wire_type == _VARINT:
+                value, pos = _varint(buf, pos, end)
+                number_value = _int64(value)
+            else:
+                pos = _skip(buf, pos, end, number, wire_type, _DEPTH_LIMIT)
+    except (WireFormatError, UnicodeDecodeError, IndexError):
+        pass  # what was read before the damage stands
+    return text, number_value
