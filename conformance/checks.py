@@ -11,16 +11,19 @@ shape — `<where>: expected <value>, got <value>`:
 - anything else: equality.
 
 Wire observations are values computed from the mock's per-case request record (`observe`); the
-reference run stores them as expectations, every other run is compared against them. Training
-ops are located by seq_id: each step consumes a known number of ids (`seq_ranges`), so "the
-backward requests of step c1" needs no guessing from arrival order.
+reference run stores them as expectations, every other run is compared against them. A step's
+requests are found in the record itself (`step_requests`): seq_ids in order, each phase taking
+the requests of its kind until they carried the step's datums — whatever the SDK's chunking or
+endpoint for an op, and never by arrival order. Faults are addressed before any request exists,
+so they use the seq_ids the case's chunking implies (`seq_ranges`, `fault_seq_id`): an SDK that
+chunks otherwise does not claim the `chunking` feature, and cases that chunk are skipped for it.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from conformance.cases import Case
@@ -130,6 +133,23 @@ def seq_ranges(case: Case) -> dict[str, range]:
     return ranges
 
 
+def fault_seq_id(case: Case, fault: Mapping[str, Any]) -> int:
+    """The seq_id of the op a step-addressed fault hits: the step's request (chunk `chunk`,
+    default 0) or, for a custom-loss step, that of its `phase` (forward or backward)."""
+    ids = list(seq_ranges(case)[fault["step"]])
+    phase = fault.get("phase")
+    if phase is not None:
+        step = next(s for s in case["steps"] if s["id"] == fault["step"])
+        if step["op"] != "forward_backward_custom":
+            raise ValueError(f"{case['name']}: phase {phase!r} needs a custom-loss step")
+        half = len(ids) // 2
+        ids = ids[:half] if phase == "forward" else ids[half:]
+    chunk = int(fault.get("chunk", 0))
+    if not 0 <= chunk < len(ids):
+        raise ValueError(f"{case['name']}: step {fault['step']} has {len(ids)} request(s)")
+    return ids[chunk]
+
+
 def endpoint_name(path: str) -> str:
     """ "/api/v1/forward_backward" and "/tinker_ref.training.v1.TrainingService/ForwardBackward"
     both -> "forward_backward"."""
@@ -155,24 +175,87 @@ def model_id(records: Sequence[Mapping[str, Any]]) -> str | None:
     return None
 
 
-def _accepted(records: Sequence[Mapping[str, Any]], seq_id: int) -> Mapping[str, Any] | None:
-    """The first record of `seq_id` the server accepted (2xx), if any."""
-    for record in training_records(records):
-        if record["seq_id"] == seq_id and 200 <= (record["status"] or 0) < 300:
-            return record
-    return None
-
-
-def _bodies(records: Sequence[Mapping[str, Any]], ids: range) -> list[Mapping[str, Any] | None]:
-    found = [_accepted(records, seq_id) for seq_id in ids]
-    return [r["body"] if r is not None else None for r in found]
-
-
 def _comparable(body: Any) -> Any:
     if not isinstance(body, dict):
         return body
     # Transport details may differ between resends of one op; the op itself may not.
     return {k: v for k, v in body.items() if k not in ("body_bytes", "content_encoding")}
+
+
+def _datums(record: Mapping[str, Any]) -> int:
+    body = record.get("body")
+    return int(body.get("num_datums") or 0) if isinstance(body, dict) else 0
+
+
+def _is_forward_only(record: Mapping[str, Any]) -> bool:
+    body = record.get("body")
+    return bool(body.get("forward_only")) if isinstance(body, dict) else False
+
+
+def _forward_phase(record: Mapping[str, Any]) -> bool:
+    return endpoint_name(record["endpoint"]) in ("forward", "forward_backward") and (
+        _is_forward_only(record)
+    )
+
+
+def _backward_phase(record: Mapping[str, Any]) -> bool:
+    return endpoint_name(record["endpoint"]) == "forward_backward" and not _is_forward_only(record)
+
+
+def _one_of(endpoint: str) -> Callable[[Mapping[str, Any]], bool]:
+    return lambda record: endpoint_name(record["endpoint"]) == endpoint
+
+
+# Each op's phases: which recorded requests belong to it, and whether they carry datums (then
+# the phase runs until it has carried the step's datums, in as many chunks as the SDK chose).
+_PHASES: dict[str, list[tuple[Callable[[Mapping[str, Any]], bool], bool]]] = {
+    "forward": [(_forward_phase, True)],
+    "forward_backward": [(_backward_phase, True)],
+    "forward_backward_custom": [(_forward_phase, True), (_backward_phase, True)],
+    "optim_step": [(_one_of("optim_step"), False)],
+    "save_state": [(_one_of("save_weights"), False)],
+    "load_state": [(_one_of("load_weights"), False)],
+    "sample": [(_one_of("save_weights_for_sampler"), False)],
+    "await": [],
+}
+
+
+def step_requests(
+    case: Case, records: Sequence[Mapping[str, Any]]
+) -> dict[str, list[list[Mapping[str, Any] | None]]]:
+    """The training requests the server recorded for each step, per phase (a custom-loss step
+    has a forward and a backward phase), in seq_id order — read from the record, not from the
+    reference's chunking, so an SDK that chunks otherwise is judged on what it sent.
+
+    Each seq_id counts once (its accepted request when there is one, else None: refused). Steps
+    are matched in order: a phase takes the next requests of its kind until they carried the
+    step's datums; a step whose requests never came (refused client-side) gets none.
+    """
+    first: dict[int, Mapping[str, Any]] = {}
+    accepted: dict[int, Mapping[str, Any]] = {}
+    for record in training_records(records):
+        first.setdefault(record["seq_id"], record)
+        if 200 <= (record["status"] or 0) < 300:
+            accepted.setdefault(record["seq_id"], record)
+    queue = [first[seq_id] for seq_id in sorted(first)]
+    position = 0
+    found: dict[str, list[list[Mapping[str, Any] | None]]] = {}
+    for step in case["steps"]:
+        datums = len(case["data"][step["data"]]) if "data" in step else 0
+        phases: list[list[Mapping[str, Any] | None]] = []
+        for belongs, carries_datums in _PHASES[step["op"]]:
+            taken: list[Mapping[str, Any] | None] = []
+            carried = 0
+            while position < len(queue) and belongs(queue[position]):
+                record = queue[position]
+                taken.append(accepted.get(record["seq_id"]))
+                carried += _datums(record)
+                position += 1
+                if not carries_datums or carried >= datums:
+                    break
+            phases.append(taken)
+        found[step["id"]] = phases
+    return found
 
 
 # ----- observations -----
@@ -212,37 +295,36 @@ def _observe(check: Mapping[str, Any], case: Case, records: Sequence[Mapping[str
                 "fault": fault,
                 "retried": bool(answered),
             }
-            if record["seq_id"] is not None:  # the op was decoded (drop_after_apply)
-                item["retry_same_seq_id"] = (
-                    bool(answered) and answered[0]["seq_id"] == record["seq_id"]
-                )
+            if record["seq_id"] is not None:  # the op was read before the fault
+                # Any later success with that seq_id: chunks of one phase may be POSTed
+                # concurrently, so the next success on the endpoint can be another chunk.
+                item["retry_same_seq_id"] = any(r["seq_id"] == record["seq_id"] for r in answered)
             faults.append(item)
         return faults
-    step = check["step"]
-    ids = seq_ranges(case)[step]
-    bodies = _bodies(records, ids)
+    phases = step_requests(case, records)[check["step"]]
     if kind == "chunks":
-        return [None if b is None else b["num_datums"] for b in bodies]
-    half = len(ids) // 2
-    forward, backward = bodies[:half], bodies[half:]
+        return [None if b is None else b["body"]["num_datums"] for phase in phases for b in phase]
+    forward, backward = [*phases, [], []][:2]
     if kind == "forward_phase_inputs":
         return [
             None
-            if b is None
+            if r is None
             else {
-                "forward_only": b["forward_only"],
-                "loss_fn": b["loss_fn"],
-                "loss_fn_inputs": sorted({k for d in b["data"] for k in d["loss_fn_inputs"]}),
+                "forward_only": r["body"]["forward_only"],
+                "loss_fn": r["body"]["loss_fn"],
+                "loss_fn_inputs": sorted(
+                    {k for d in r["body"]["data"] for k in d["loss_fn_inputs"]}
+                ),
             }
-            for b in forward
+            for r in forward
         ]
     if kind in ("backward_weights", "sparse_weights"):
         observed: list[Any] = []
-        for body in backward:
-            if body is None:
+        for r in backward:
+            if r is None:
                 observed.append(None)
                 continue
-            for datum in body["data"]:
+            for datum in r["body"]["data"]:
                 weights = datum["loss_fn_inputs"].get("weights", {})
                 observed.append(weights.get("values" if kind == "backward_weights" else "sparse"))
         return observed

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from conformance.cases import Case
+from conformance.checks import fault_seq_id
 from conformance.state import Fingerprint, fingerprint
 from mock_server.embedded import EmbeddedServer, serve
 from mock_server.faults import FaultPlan, FaultRule
@@ -60,9 +61,18 @@ class Mock:
 
 
 def fault_plan(cases: Sequence[Case]) -> FaultPlan | None:
-    rules = [
-        FaultRule(case=case["name"], **fault) for case in cases for fault in case.get("faults", [])
-    ]
+    """The mock's rules for the cases' faults: a fault on a step becomes a rule on the seq_id
+    of the op it hits (`checks.fault_seq_id`), so it fires whatever endpoint an SDK sends the
+    op to; an endpoint fault stays one."""
+    rules = []
+    for case in cases:
+        for fault in case.get("faults", []):
+            settings = {k: v for k, v in fault.items() if k not in ("step", "phase", "chunk")}
+            if "step" in fault:
+                settings["seq_id"] = fault_seq_id(case, fault)
+                settings["target"] = settings.pop("request", "submit")
+                settings["endpoint"] = None
+            rules.append(FaultRule(case=case["name"], **settings))
     return FaultPlan(tuple(rules)) if rules else None
 
 

@@ -2,10 +2,18 @@
 
 Off unless a plan is given explicitly (`ServerConfig.fault_plan`, `tinker-mock serve
 --fault-plan FILE`); a default server never injects anything. A plan is a list of rules; a rule
-matches requests by conformance case (the `X-Conformance-Case` header; `None` = any request),
-endpoint (the path after `/api/v1/`, e.g. "forward_backward") and position: the `nth` matching
-request (1-based) and the `times - 1` after it. Counting is per (case, endpoint), so one case's
-traffic never shifts another case's faults.
+matches requests by conformance case (the `X-Conformance-Case` header; `None` = any request)
+and by one of two addresses:
+
+- an **endpoint** (the path after `/api/v1/`, e.g. "create_model"): every request to it counts;
+- a **training op**, by its `seq_id`: `target="submit"` matches the requests that carry the op
+  (whatever endpoint an SDK uses for it: the custom-loss forward goes to `/forward_backward`
+  from SDK 0.25 on and to `/forward` from SDK 0.15 and Tinkex), `target="retrieve"` the
+  `retrieve_future` polls of the future the op was answered with. A conformance case names the
+  op by step and phase ("the backward of step c1"); the runner turns that into the seq_id.
+
+and by position: the `nth` matching request (1-based) and the `times - 1` after it. Counting is
+per (case, address), so one case's traffic never shifts another case's faults.
 
 Kinds (what the client sees, and whether the op took effect):
 
@@ -23,9 +31,13 @@ Kinds (what the client sees, and whether the op took effect):
   handled first — e.g. chunks of one forward_backward arriving in another order.
 
 This module is transport-neutral: a front end asks `FaultInjector.match(case, endpoint)` once
-per request and maps the returned rule to its own wire: the HTTP middleware for HTTP, the call
-wrapper of `mock_server/grpc/server.py` for gRPC (a method has its HTTP path's name there, e.g.
-ForwardBackward -> "forward_backward", and the case comes from `x-conformance-case` metadata).
+per request as it arrives, and `match_op(case, seq_id, target)` once it has read the op's
+seq_id (or, for a poll, the request_id: `seq_of`), before the op reaches the service; after a
+submit is answered it tells the injector which request_id the op got (`note_submitted`). Each
+front end maps the returned rule to its own wire: the HTTP middleware and handlers for HTTP,
+the call wrapper of `mock_server/grpc/server.py` for gRPC (a method has its HTTP path's name
+there, e.g. ForwardBackward -> "forward_backward", and the case comes from
+`x-conformance-case` metadata).
 """
 
 from __future__ import annotations
@@ -33,11 +45,13 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 FAULT_KINDS = ("status", "drop_after_apply", "pending", "truncate_after_apply", "delay")
+OP_TARGETS = ("submit", "retrieve")
 
 
 class FaultPlanError(ValueError):
@@ -46,24 +60,40 @@ class FaultPlanError(ValueError):
 
 @dataclass(frozen=True)
 class FaultRule:
-    endpoint: str  # path after /api/v1/, e.g. "forward_backward", "retrieve_future"
+    endpoint: str | None  # path after /api/v1/, e.g. "create_model"; None: an op (seq_id)
     kind: str  # one of FAULT_KINDS
     case: str | None = None  # X-Conformance-Case value to match; None matches every request
-    nth: int = 1  # first matching request (1-based, per case and endpoint) that gets the fault
+    nth: int = 1  # first matching request (1-based, per case and address) that gets the fault
     times: int = 1  # how many consecutive matching requests get it
     status: int = 503  # kind "status": the HTTP status answered
     retry_after: float | None = None  # kind "status": Retry-After seconds, None = no header
     seconds: float = 0.0  # kinds "pending", "delay": how long the request is held
+    seq_id: int | None = None  # the training op addressed (instead of an endpoint)
+    target: str = "submit"  # with seq_id: "submit" (the op's POST) or "retrieve" (its polls)
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
             raise FaultPlanError(f"fault kind must be one of {FAULT_KINDS}, got {self.kind!r}")
         if self.nth < 1 or self.times < 1:
             raise FaultPlanError(f"nth and times must be >= 1, got {self.nth}, {self.times}")
+        if (self.endpoint is None) == (self.seq_id is None):
+            raise FaultPlanError("a rule addresses either an endpoint or an op's seq_id")
+        if self.target not in OP_TARGETS:
+            raise FaultPlanError(f"target must be one of {OP_TARGETS}, got {self.target!r}")
         if self.kind == "status" and not 400 <= self.status <= 599:
             raise FaultPlanError(f"a status fault answers 4xx/5xx, got {self.status}")
-        if self.kind == "pending" and self.endpoint != "retrieve_future":
-            raise FaultPlanError(f"'pending' applies to retrieve_future, not {self.endpoint!r}")
+        polls = self.endpoint == "retrieve_future" or (
+            self.seq_id is not None and self.target == "retrieve"
+        )
+        if self.kind == "pending" and not polls:
+            raise FaultPlanError(
+                f"'pending' applies to retrieve_future polls, not {self.address()}"
+            )
+
+    def address(self) -> str:
+        if self.seq_id is None:
+            return str(self.endpoint)
+        return f"seq_id {self.seq_id} ({self.target})"
 
     def covers(self, position: int) -> bool:
         return self.nth <= position < self.nth + self.times
@@ -95,7 +125,7 @@ class FaultPlan:
             if unknown:
                 raise FaultPlanError(f"rules[{index}]: unknown field(s) {', '.join(unknown)}")
             try:
-                rules.append(FaultRule(**rule))
+                rules.append(FaultRule(**{"endpoint": None, **rule}))
             except TypeError as exc:  # a required field is missing
                 raise FaultPlanError(f"rules[{index}]: {exc}") from exc
         return cls(tuple(rules))
@@ -122,21 +152,44 @@ class FaultInjector:
     def __init__(self, plan: FaultPlan) -> None:
         self.plan = plan
         self._seen: Counter[tuple[str | None, str]] = Counter()
+        self._ops: dict[tuple[str | None, str], int] = {}  # (case, request_id) -> seq_id
 
     def match(self, case: str | None, endpoint: str) -> FaultRule | None:
-        self._seen[(case, endpoint)] += 1
-        position = self._seen[(case, endpoint)]
+        """The endpoint-addressed rule for a request to `endpoint`, if any."""
+        return self._match(case, endpoint, lambda rule: rule.endpoint == endpoint)
+
+    def match_op(self, case: str | None, seq_id: int, target: str) -> FaultRule | None:
+        """The op-addressed rule for a request carrying (`submit`) or polling (`retrieve`)
+        the op `seq_id` of `case`, if any."""
+        return self._match(
+            case,
+            f"seq_id {seq_id} ({target})",
+            lambda rule: rule.seq_id == seq_id and rule.target == target,
+        )
+
+    def note_submitted(self, case: str | None, request_id: str, seq_id: int) -> None:
+        """The op `seq_id` was answered with `request_id`: later polls of it are its polls."""
+        self._ops[(case, request_id)] = seq_id
+
+    def seq_of(self, case: str | None, request_id: str) -> int | None:
+        return self._ops.get((case, request_id))
+
+    def _match(
+        self, case: str | None, address: str, addresses: Callable[[FaultRule], bool]
+    ) -> FaultRule | None:
+        self._seen[(case, address)] += 1
+        position = self._seen[(case, address)]
         for rule in self.plan.rules:
-            if rule.endpoint != endpoint or (rule.case is not None and rule.case != case):
+            if not addresses(rule) or (rule.case is not None and rule.case != case):
                 continue
-            # A case-less rule counts every request to the endpoint, across cases.
-            count = position if rule.case is not None else self._total(endpoint)
+            # A case-less rule counts every request to the address, across cases.
+            count = position if rule.case is not None else self._total(address)
             if rule.covers(count):
                 return rule
         return None
 
-    def _total(self, endpoint: str) -> int:
-        return sum(n for (_, name), n in self._seen.items() if name == endpoint)
+    def _total(self, address: str) -> int:
+        return sum(n for (_, name), n in self._seen.items() if name == address)
 
 
 def fault_plan_argument(text: str) -> FaultPlan:

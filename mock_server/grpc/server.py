@@ -26,6 +26,7 @@ holds a RetrieveFuture (within the deadline) and answers try_again; `delay` slee
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -63,11 +64,38 @@ SERVICE_NAME = "tinker_ref.training.v1.TrainingService"
 _DEADLINE_SHARE = 0.8
 
 
+class _InjectedFault(Exception):
+    """Raised by `_Call.fault_gate` for a fault that answers in the handler's place."""
+
+
 @dataclass
 class _Call:
     principal: Principal
     record: RequestRecord
     context: grpc.aio.ServicerContext[Any, Any]
+    faults: FaultInjector | None = None
+    op_fault: FaultRule | None = None  # the fault `fault_gate` found for this call's op
+
+    async def fault_gate(self, seq_id: int | None = None, request_id: str | None = None) -> None:
+        """The op's fault (see mock_server/faults.py), before the op reaches the service:
+        `status`/`pending` answer in the handler's place (raised to the call wrapper), `delay`
+        holds the call here, the `*_after_apply` kinds are applied once it has answered."""
+        if self.faults is None:
+            return
+        target = "submit"
+        if request_id is not None:
+            target, seq_id = "retrieve", self.faults.seq_of(self.record.case, request_id)
+        if seq_id is None:
+            return
+        rule = self.faults.match_op(self.record.case, seq_id, target)
+        if rule is None:
+            return
+        self.record.extra["fault"] = rule.describe()
+        self.op_fault = rule
+        if rule.kind in ("status", "pending"):
+            raise _InjectedFault(rule.describe())
+        if rule.kind == "delay":
+            await asyncio.sleep(rule.seconds)  # later calls overtake this one
 
 
 _Handler = Callable[[Any, _Call], Awaitable[Any]]
@@ -88,12 +116,27 @@ class TrainingServicer:
         self.service = service
 
     async def _submit(
-        self, call: _Call, seq_id: int | None, operation: Awaitable[SubmittedFuture]
+        self,
+        call: _Call,
+        seq_id: int | None,
+        operation: Awaitable[SubmittedFuture],
+        training_op: bool = True,
     ) -> pb.FutureHandle:
-        """Run a future-creating op to completion and answer its handle."""
+        """Run a future-creating op to completion and answer its handle; `training_op`: the
+        seq_id is a model's (fault rules address those), not a sampling session's."""
         call.record.seq_id = seq_id
+        if not training_op:
+            seq_id = None
+        try:
+            await call.fault_gate(seq_id=seq_id)
+        except _InjectedFault:
+            if asyncio.iscoroutine(operation):
+                operation.close()  # never started: the fault answers in its place
+            raise
         submitted = await _run_to_completion(operation)
         call.record.request_id = submitted.request_id
+        if call.faults is not None and seq_id is not None:
+            call.faults.note_submitted(call.record.case, submitted.request_id, seq_id)
         return convert.handle(submitted)
 
     # ----- configuration and sessions -----
@@ -184,13 +227,14 @@ class TrainingServicer:
     async def Sample(self, request: pb.SampleRequest, call: _Call) -> Any:
         req = convert.sample(request)
         return await self._submit(
-            call, req.seq_id, self.service.sampling.sample(call.principal, req)
+            call, req.seq_id, self.service.sampling.sample(call.principal, req), training_op=False
         )
 
     # ----- futures -----
 
     async def RetrieveFuture(self, request: pb.RetrieveFutureRequest, call: _Call) -> Any:
         call.record.request_id = request.request_id
+        await call.fault_gate(request_id=request.request_id)
         service = self.service
         wait = service.config.long_poll_seconds
         remaining = call.context.time_remaining()
@@ -285,11 +329,16 @@ def _rpc(
                     record.body = json_format.MessageToDict(
                         request, preserving_proto_field_name=True
                     )
-                call = _Call(principal, record, context)
+                call = _Call(principal, record, context, faults)
                 if fault is None or fault.kind in _HANDLED_FAULTS:
                     if fault is not None and fault.kind == "delay":
                         await asyncio.sleep(fault.seconds)  # later calls overtake this one
-                    response = await handler(request, call)
+                    # The op's own fault (`_Call.fault_gate`) is answered below, from op_fault.
+                    with contextlib.suppress(_InjectedFault):
+                        response = await handler(request, call)
+                    fault = fault or call.op_fault
+                    if fault is not None and fault.kind == "pending":
+                        response = await _hold_pending(call, fault)
                 elif fault.kind == "pending":  # RetrieveFuture only (FaultRule checks it)
                     response = await _hold_pending(call, fault)
             except MalformedRequest as error:

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 _OPEN_PATHS = frozenset({"/api/v1/healthz"})
 # Present only when the server was given a fault plan (ServerConfig.fault_plan).
 FAULTS_KEY = web.AppKey("faults", FaultInjector)
+# The fault a handler's `fault_gate` found for its op (applied around the handler here).
+OP_FAULT_KEY = web.RequestKey("op_fault", FaultRule)
 # Faults after which the handler still runs (the others answer in its place).
 _HANDLED_FAULTS = frozenset({"drop_after_apply", "truncate_after_apply", "delay"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -71,7 +73,11 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         if fault is None or fault.kind in _HANDLED_FAULTS:
             if fault is not None and fault.kind == "delay":
                 await asyncio.sleep(fault.seconds)  # later requests overtake this one
-            response = await handler(request)
+            try:
+                response = await handler(request)
+            except _InjectedFault as injected:  # the op's own fault, found by `fault_gate`
+                response = await _inject(request, injected.rule, injected.request_id)
+            fault = fault or request.get(OP_FAULT_KEY)
         else:
             response = await _inject(request, fault)
         if fault is not None:
@@ -118,12 +124,61 @@ def _fault_for(request: web.Request, case: str | None) -> FaultRule | None:
     return injector.match(case, request.path.removeprefix("/api/v1/"))
 
 
-async def _inject(request: web.Request, fault: FaultRule) -> web.Response:
-    """The answer of a `status` or `pending` fault (the handler is not run)."""
+class _InjectedFault(Exception):
+    """Raised by `fault_gate` for a fault that answers in the handler's place."""
+
+    def __init__(self, rule: FaultRule, request_id: str | None) -> None:
+        super().__init__(rule.describe())
+        self.rule = rule
+        self.request_id = request_id
+
+
+async def fault_gate(
+    request: web.Request, seq_id: int | None = None, request_id: str | None = None
+) -> None:
+    """Called by a handler once it knows which op a request carries (`seq_id`) or polls
+    (`request_id` of a `retrieve_future`), before the op reaches the service: applies the op's
+    fault, if the plan has one. `status`/`pending` answer instead of the handler (raised to
+    the middleware); `delay` holds the request here; `drop_after_apply`/`truncate_after_apply`
+    are applied by the middleware once the handler has answered."""
+    injector = request.app.get(FAULTS_KEY)
+    if injector is None:
+        return
+    record = request[RECORD_KEY]
+    target = "submit"
+    if request_id is not None:
+        target, seq_id = "retrieve", injector.seq_of(record.case, request_id)
+    if seq_id is None:
+        return
+    rule = injector.match_op(record.case, seq_id, target)
+    if rule is None:
+        return
+    record.extra["fault"] = rule.describe()
+    request[OP_FAULT_KEY] = rule
+    if rule.kind in ("status", "pending"):
+        raise _InjectedFault(rule, request_id)
+    if rule.kind == "delay":
+        await asyncio.sleep(rule.seconds)  # later requests overtake this one
+
+
+def note_submitted(request: web.Request, seq_id: int | None, request_id: str) -> None:
+    """Tell the fault injector (if any) which future a training op was answered with."""
+    injector = request.app.get(FAULTS_KEY)
+    if injector is not None and seq_id is not None:
+        injector.note_submitted(request[RECORD_KEY].case, request_id, seq_id)
+
+
+async def _inject(
+    request: web.Request, fault: FaultRule, request_id: str | None = None
+) -> web.Response:
+    """The answer of a `status` or `pending` fault (the handler is not run, or stopped at its
+    `fault_gate` with the body read and the polled `request_id` known)."""
     if fault.kind == "pending":
-        body = await request.json()  # read first: a client that timed out is gone after the hold
+        if request_id is None:
+            # Read first: a client that timed out is gone after the hold.
+            request_id = str((await request.json()).get("request_id"))
         await asyncio.sleep(fault.seconds)
-        return web.json_response(try_again_json(str(body.get("request_id"))), dumps=dumps)
+        return web.json_response(try_again_json(request_id), dumps=dumps)
     response = error_response(fault.status, f"injected fault: {fault.describe()}")
     if fault.retry_after is not None:
         response.headers["Retry-After"] = f"{fault.retry_after:g}"

@@ -23,6 +23,7 @@ from mock_server.http.bodies import (
 )
 from mock_server.http.encode import dumps
 from mock_server.http.keys import PRINCIPAL_KEY, RECORD_KEY, SERVICE_KEY
+from mock_server.http.middleware import fault_gate, note_submitted
 from mock_server.http.status_page import status_page
 from mock_server.service import MalformedRequest, TinkerService
 from mock_server.service.auth import Principal
@@ -64,8 +65,15 @@ async def _read_json(request: web.Request) -> Any:
 
 
 def _submitted(request: web.Request, submitted: SubmittedFuture) -> web.Response:
-    request[RECORD_KEY].request_id = submitted.request_id
+    record = request[RECORD_KEY]
+    record.request_id = submitted.request_id
     return _json(encode.submitted_json(submitted))
+
+
+def _submitted_op(request: web.Request, submitted: SubmittedFuture) -> web.Response:
+    """`_submitted` for a training op: its future's polls become addressable by fault rules."""
+    note_submitted(request, request[RECORD_KEY].seq_id, submitted.request_id)
+    return _submitted(request, submitted)
 
 
 def _note_seq(request: web.Request, body: Any) -> None:
@@ -103,9 +111,11 @@ async def _read_sequenced(request: web.Request, endpoint: str, parser: Callable[
     body = await _read_json(request)
     _note_seq(request, body)
     try:
-        return parser(body)
+        req = parser(body)
     except MalformedRequest as error:
         await _refuse_malformed(request, endpoint, _sequence_ids(body), fingerprint(body), error)
+    await fault_gate(request, seq_id=getattr(req, "seq_id", None))
+    return req
 
 
 # ----- configuration, auth, health -----
@@ -208,11 +218,12 @@ async def _forward_backward(request: web.Request, forward_only_endpoint: bool) -
     record.body = forward_backward_summary(
         req, len(raw), request.headers.get("Content-Encoding"), config.record_tensors
     )
+    await fault_gate(request, seq_id=req.seq_id)
     # The JSON-era /forward of SDK 0.15 carries the caller's full datums (custom-loss forward).
     submitted = await service.training.forward_backward(
         _principal(request), req, ignore_unused_inputs=forward_only_endpoint
     )
-    return _submitted(request, submitted)
+    return _submitted_op(request, submitted)
 
 
 async def forward_backward(request: web.Request) -> web.Response:
@@ -225,14 +236,14 @@ async def forward(request: web.Request) -> web.Response:
 
 async def optim_step(request: web.Request) -> web.Response:
     req = await _read_sequenced(request, "optim_step", parse.optim_step)
-    return _submitted(
+    return _submitted_op(
         request, await _service(request).training.optim_step(_principal(request), req)
     )
 
 
 async def save_weights(request: web.Request) -> web.Response:
     req = await _read_sequenced(request, "save_weights", parse.save_weights)
-    return _submitted(
+    return _submitted_op(
         request, await _service(request).training.save_weights(_principal(request), req)
     )
 
@@ -240,12 +251,13 @@ async def save_weights(request: web.Request) -> web.Response:
 async def save_weights_for_sampler(request: web.Request) -> web.Response:
     req = await _read_sequenced(request, "save_weights_for_sampler", parse.save_weights_for_sampler)
     training = _service(request).training
-    return _submitted(request, await training.save_weights_for_sampler(_principal(request), req))
+    submitted = await training.save_weights_for_sampler(_principal(request), req)
+    return _submitted_op(request, submitted)
 
 
 async def load_weights(request: web.Request) -> web.Response:
     req = await _read_sequenced(request, "load_weights", parse.load_weights)
-    return _submitted(
+    return _submitted_op(
         request, await _service(request).training.load_weights(_principal(request), req)
     )
 
@@ -303,6 +315,7 @@ async def retrieve_future(request: web.Request) -> web.Response:
     request_id = fields.text("request_id")
     allow_metadata_only = fields.flag("allow_metadata_only", False)
     request[RECORD_KEY].request_id = request_id
+    await fault_gate(request, request_id=request_id)
     record = await service.retrieve(_principal(request), request_id)
     if not record.finished:
         # Only after a long-poll: the SDK re-polls try_again with no delay (spec §11.2).

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from conformance.servers import fault_plan
 from mock_server.cli import build_parser, config_from_args
 from mock_server.embedded import serve
 from mock_server.faults import FaultInjector, FaultPlan, FaultPlanError, FaultRule
@@ -45,6 +46,45 @@ def test_a_rule_fires_on_the_nth_matching_request_of_its_case_only() -> None:
     assert injector.match("a", "forward_backward") is None
 
 
+def test_an_op_rule_fires_on_its_seq_id_whatever_the_endpoint_and_on_its_futures_polls() -> None:
+    submit = FaultRule(endpoint=None, kind="status", case="a", seq_id=2)
+    poll = FaultRule(endpoint=None, kind="pending", case="a", seq_id=3, target="retrieve")
+    injector = FaultInjector(FaultPlan((submit, poll)))
+    assert injector.match_op("a", 1, "submit") is None
+    assert injector.match_op("a", 2, "submit") is submit  # /forward or /forward_backward alike
+    assert injector.match_op("a", 2, "submit") is None  # the retry passes (times=1)
+    assert injector.match_op("b", 2, "submit") is None  # another case's seq_id 2
+    injector.note_submitted("a", "req-3", 3)
+    assert injector.seq_of("a", "req-3") == 3 and injector.seq_of("b", "req-3") is None
+    assert injector.match_op("a", 3, "retrieve") is poll
+    assert injector.match_op("a", 3, "submit") is None  # its submit is not its poll
+    assert injector.match("a", "forward_backward") is None  # endpoint rules are separate
+
+
+def test_a_case_fault_on_a_step_becomes_a_rule_on_that_ops_seq_id() -> None:
+    case = {
+        "name": "c",
+        "server": {"client_config": {"fwdbwd_max_chunk_len": 2}},
+        "data": {"five": [{}] * 5, "one": [{}]},
+        "steps": [
+            {"id": "fb", "op": "forward_backward", "data": "one"},
+            {"id": "custom", "op": "forward_backward_custom", "data": "five"},  # 3 + 3 chunks
+            {"id": "step", "op": "optim_step"},
+        ],
+        "faults": [
+            {"step": "custom", "phase": "backward", "chunk": 1, "kind": "status", "status": 503},
+            {"step": "step", "request": "retrieve", "kind": "pending", "seconds": 1},
+            {"endpoint": "create_model", "kind": "status", "status": 408},
+        ],
+    }
+    rules = fault_plan([case]).rules  # type: ignore[union-attr]
+    assert [(r.seq_id, r.target, r.endpoint) for r in rules] == [
+        (6, "submit", None),  # seq 1 = fb; custom forward 2-4, backward 5-7: chunk 1 = 6
+        (8, "retrieve", None),
+        (None, "submit", "create_model"),
+    ]
+
+
 def test_a_plan_with_an_unknown_field_or_kind_is_refused() -> None:
     with pytest.raises(FaultPlanError, match="unknown field"):
         FaultPlan.from_json({"rules": [{"endpoint": "x", "kind": "status", "colour": 1}]})
@@ -52,6 +92,10 @@ def test_a_plan_with_an_unknown_field_or_kind_is_refused() -> None:
         FaultPlan.from_json({"rules": [{"endpoint": "x", "kind": "explode"}]})
     with pytest.raises(FaultPlanError, match="retrieve_future"):
         FaultRule(endpoint="optim_step", kind="pending", seconds=1)
+    with pytest.raises(FaultPlanError, match="retrieve_future"):
+        FaultRule(endpoint=None, seq_id=1, kind="pending", seconds=1)  # a submit is no poll
+    with pytest.raises(FaultPlanError, match="either an endpoint or"):
+        FaultRule(endpoint="optim_step", seq_id=1, kind="status")
 
 
 def test_a_status_fault_answers_429_with_retry_after_and_is_recorded() -> None:

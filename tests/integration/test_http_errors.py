@@ -340,7 +340,8 @@ def _malformed_bodies(model: str) -> dict[str, tuple[str, bytes, str, str]]:
 
 
 @pytest.mark.parametrize(
-    "layer", ["json field type", "json missing field", "json-era datums", "protobuf body", "service"]
+    "layer",
+    ["json field type", "json missing field", "json-era datums", "protobuf body", "service"],
 )
 async def test_a_malformed_request_with_readable_ids_consumes_its_seq_id(
     make_mock_api: MakeMockApi, layer: str
