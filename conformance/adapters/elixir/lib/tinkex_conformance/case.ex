@@ -45,7 +45,12 @@ defmodule TinkexConformance.Case do
   end
 
   defp errored(name, text) do
-    %{"type" => "result", "case" => name, "status" => "errored", "error" => String.slice(text, 0, 8000)}
+    %{
+      "type" => "result",
+      "case" => name,
+      "status" => "errored",
+      "error" => String.slice(text, 0, 8000)
+    }
   end
 
   defp run_case(spec, message) do
@@ -110,7 +115,10 @@ defmodule TinkexConformance.Case do
       Enum.reduce(steps, {%{}, [], state}, fn
         %{"op" => "await", "steps" => ids}, {results, deferred, state} ->
           {awaited, rest} = Enum.split_with(deferred, fn {id, _} -> id in ids end)
-          results = Enum.reduce(awaited, results, fn {id, r}, acc -> Map.put(acc, id, outcome(r)) end)
+
+          results =
+            Enum.reduce(awaited, results, fn {id, r}, acc -> Map.put(acc, id, outcome(r)) end)
+
           {results, rest, state}
 
         %{"id" => id} = step, {results, deferred, state} ->
@@ -150,22 +158,34 @@ defmodule TinkexConformance.Case do
   end
 
   defp submit_op(%{"op" => op} = step, state) when op in ["forward", "forward_backward"] do
-    call = if op == "forward", do: &TrainingClient.forward/4, else: &TrainingClient.forward_backward/4
+    call =
+      if op == "forward", do: &TrainingClient.forward/4, else: &TrainingClient.forward_backward/4
+
     opts = if step["loss_fn_config"], do: [loss_fn_config: step["loss_fn_config"]], else: []
-    task_result(call.(state.training, state.datasets[step["data"]], step["loss_fn"], opts), &output/1)
+
+    task_result(
+      call.(state.training, state.datasets[step["data"]], step["loss_fn"], opts),
+      &output/1
+    )
   end
 
   defp submit_op(%{"op" => "forward_backward_custom"} = step, state) do
     loss = Losses.build(step["loss"])
     loss = if negate?(), do: Losses.negate(loss), else: loss
-    call = TrainingClient.forward_backward_custom(state.training, state.datasets[step["data"]], loss)
+
+    call =
+      TrainingClient.forward_backward_custom(state.training, state.datasets[step["data"]], loss)
+
     task_result(call, &output/1)
   end
 
   defp submit_op(%{"op" => "optim_step", "adam" => adam}, state) do
     case AdamParams.new(Enum.map(adam, fn {key, value} -> {String.to_atom(key), value} end)) do
-      {:ok, params} -> task_result(TrainingClient.optim_step(state.training, params), fn _ -> %{} end)
-      {:error, reason} -> fn -> %{"error" => error({:invalid_adam_params, reason})} end
+      {:ok, params} ->
+        task_result(TrainingClient.optim_step(state.training, params), fn _ -> %{} end)
+
+      {:error, reason} ->
+        fn -> %{"error" => error({:invalid_adam_params, reason})} end
     end
   end
 
@@ -191,7 +211,8 @@ defmodule TinkexConformance.Case do
            {:ok, sampler} <- await(task),
            params = sampling_params(step["sampling_params"]),
            prompt = ModelInput.from_ints(step["prompt"]),
-           {:ok, task} <- SamplingClient.sample(sampler, prompt, params, num_samples: step["num_samples"]),
+           {:ok, task} <-
+             SamplingClient.sample(sampler, prompt, params, num_samples: step["num_samples"]),
            {:ok, response} <- await(task) do
         samples(response)
       else
@@ -235,12 +256,18 @@ defmodule TinkexConformance.Case do
 
   # Tinkex hands back the wire's `{"data", "dtype", "shape"}` map: the flat data, nested by shape.
   defp tensor_value(%TensorData{} = td), do: td |> TensorData.to_nx() |> Nx.to_list()
-  defp tensor_value(%{"data" => data, "shape" => shape}) when is_list(shape), do: nest(data, shape)
+
+  defp tensor_value(%{"data" => data, "shape" => shape}) when is_list(shape),
+    do: nest(data, shape)
+
   defp tensor_value(%{"data" => data}), do: data
   defp tensor_value(other), do: other
 
   defp nest(data, [_]), do: data
-  defp nest(data, [_ | inner]), do: data |> Enum.chunk_every(Enum.product(inner)) |> Enum.map(&nest(&1, inner))
+
+  defp nest(data, [_ | inner]),
+    do: data |> Enum.chunk_every(Enum.product(inner)) |> Enum.map(&nest(&1, inner))
+
   defp nest(data, []), do: data
 
   defp metric(value) when is_number(value), do: value
@@ -264,11 +291,15 @@ defmodule TinkexConformance.Case do
           %{
             "tokens" => seq.tokens,
             "logprobs" => seq.logprobs,
-            "stop_reason" => if(is_atom(seq.stop_reason) and seq.stop_reason != nil, do: to_string(seq.stop_reason), else: seq.stop_reason)
+            "stop_reason" => stop_reason(seq.stop_reason)
           }
         end)
     }
   end
+
+  # Tinkex parses the wire's "length" / "stop" into atoms (StopReason.parse/1); anything else is nil.
+  defp stop_reason(reason) when is_atom(reason) and reason != nil, do: Atom.to_string(reason)
+  defp stop_reason(reason), do: reason
 
   # ----- errors -----
 
@@ -284,8 +315,12 @@ defmodule TinkexConformance.Case do
     describe(kind, "Tinkex.Error(#{e.type})", Tinkex.Error.format(e))
   end
 
-  defp error(%{__exception__: true} = e), do: describe("client", inspect(e.__struct__), Exception.message(e))
-  defp error({tag, reason}) when is_atom(tag), do: describe("client", to_string(tag), inspect(reason))
+  defp error(%{__exception__: true} = e),
+    do: describe("client", inspect(e.__struct__), Exception.message(e))
+
+  defp error({tag, reason}) when is_atom(tag),
+    do: describe("client", to_string(tag), inspect(reason))
+
   defp error(other), do: describe("client", "term", inspect(other))
 
   defp describe(kind, type, message) do

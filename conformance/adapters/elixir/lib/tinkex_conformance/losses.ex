@@ -134,7 +134,9 @@ defmodule TinkexConformance.Losses do
           # Under Nx.Defn.grad: Tinkex discards these metrics; a tensor stands in for the int.
           Nx.tensor(0)
         else
-          logprobs |> Enum.map(&(&1 |> Nx.less(margin) |> Nx.sum() |> Nx.to_number())) |> Enum.sum()
+          logprobs
+          |> Enum.map(&(&1 |> Nx.less(margin) |> Nx.sum() |> Nx.to_number()))
+          |> Enum.sum()
         end
 
       {value,
@@ -175,10 +177,17 @@ defmodule TinkexConformance.Losses do
   # The datum's weights as f32 shaped like its logprobs (ones when absent).
   defp weights(datum, lp) do
     case datum.loss_fn_inputs["weights"] || datum.loss_fn_inputs[:weights] do
-      nil -> Nx.broadcast(f32(1.0), Nx.shape(lp))
-      %TensorData{} = td -> td |> TensorData.to_nx() |> Nx.as_type(:f32) |> Nx.reshape(Nx.shape(lp))
-      %Nx.Tensor{} = t -> t |> Nx.as_type(:f32) |> Nx.reshape(Nx.shape(lp))
-      list when is_list(list) -> list |> Nx.tensor(type: :f32) |> Nx.reshape(Nx.shape(lp))
+      nil ->
+        Nx.broadcast(f32(1.0), Nx.shape(lp))
+
+      %TensorData{} = td ->
+        td |> TensorData.to_nx() |> Nx.as_type(:f32) |> Nx.reshape(Nx.shape(lp))
+
+      %Nx.Tensor{} = t ->
+        t |> Nx.as_type(:f32) |> Nx.reshape(Nx.shape(lp))
+
+      list when is_list(list) ->
+        list |> Nx.tensor(type: :f32) |> Nx.reshape(Nx.shape(lp))
     end
   end
 
@@ -211,8 +220,16 @@ defmodule TinkexConformance.Losses do
       row_sum(for(i <- 0..(n - 1)//1, do: flat[i]), f32(0.0))
     else
       vectors = div(n, @vec)
-      lanes = row_sum(for(v <- 0..(vectors - 1), do: Nx.slice(flat, [v * @vec], [@vec])), Nx.broadcast(f32(0.0), {@vec}))
-      tail = Enum.reduce((vectors * @vec)..(n - 1)//1, f32(0.0), fn i, acc -> Nx.add(acc, flat[i]) end)
+
+      lanes =
+        row_sum(
+          for(v <- 0..(vectors - 1), do: Nx.slice(flat, [v * @vec], [@vec])),
+          Nx.broadcast(f32(0.0), {@vec})
+        )
+
+      tail =
+        Enum.reduce((vectors * @vec)..(n - 1)//1, f32(0.0), fn i, acc -> Nx.add(acc, flat[i]) end)
+
       Enum.reduce(0..(@vec - 1), tail, fn k, acc -> Nx.add(acc, lanes[k]) end)
     end
   end
@@ -254,6 +271,7 @@ defmodule TinkexConformance.Losses do
 
   defp cascade(acc, i, j, power, mask, zero) do
     lower = Enum.at(acc, j - 1)
+
     acc =
       acc
       |> List.replace_at(j, Enum.zip_with(Enum.at(acc, j), lower, &Nx.add/2))
@@ -270,7 +288,8 @@ defmodule TinkexConformance.Losses do
   defp ceil_log2(x, bits), do: ceil_log2(Bitwise.bsr(x, 1), bits + 1)
 
   # Left to right: the order fixes the float32 rounding.
-  defp total([first | rest]), do: Enum.reduce(rest, first, fn value, acc -> Nx.add(acc, value) end)
+  defp total([first | rest]),
+    do: Enum.reduce(rest, first, fn value, acc -> Nx.add(acc, value) end)
 
   # torch.nn.functional.softplus (beta 1, threshold 20): x above the threshold, log1p(exp(x))
   # below. Its gradient is torch's softplus_backward, g·z/(z + 1) with z = exp(x) (g above the
