@@ -4,6 +4,7 @@
 #   make generate       regenerate tinker_ref/_proto from proto/
 #   make checkgenerate  fail if regenerating would change a committed file
 #   make bench          side-by-side benchmarks; updates README.md "Benchmarks"
+#   make conformance-tinkex  build Tinkex 0.4.0 offline (cached) and run the 48 cases through it
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -54,6 +55,18 @@ regenerate-conformance: setup
 
 bench: setup
 	$(BIN)/python -m benchmarks
+
+# Tinkex (the Elixir SDK) through the conformance suite. The first run installs Debian's Erlang
+# (when missing) and builds Elixir and Tinkex from ../shared/vendor into ~/.cache (minutes);
+# later runs start in about a second. Exits 0 when every case outside the known-failing list
+# passes and nothing on it passes unexpectedly. `make test` runs the same through pytest.
+.PHONY: conformance-tinkex
+conformance-tinkex: setup
+	conformance/adapters/elixir/build >/dev/null
+	$(BIN)/tinker-conformance run --adapter conformance/adapters/elixir/run-adapter \
+		--features conformance/adapters/tinkex-0.4.0.features.json \
+		--known-failing conformance/adapters/tinkex-0.4.0.known-failing.txt \
+		--out conformance-report/tinkex
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

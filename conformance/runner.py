@@ -239,6 +239,8 @@ def apply_known_failure(outcome: CaseOutcome, expectations: Expectations) -> Non
     if outcome.status in ("failed", "errored"):
         outcome.status = "expected_failure"
         outcome.reason = f"known failure: {reason}"
+    elif outcome.status == "passed" and expectations.flaky(outcome.name):
+        outcome.reason = f"passed this time; listed as flaky ({reason})"
     elif outcome.status == "passed":
         outcome.status = "unexpected_pass"
         outcome.reason = f"listed as known-failing ({reason}) but passed: remove it from the list"

@@ -22,6 +22,11 @@ from mock_server.embedded import EmbeddedServer, serve
 from mock_server.faults import FaultPlan, FaultRule
 from mock_server.service import ServerConfig
 
+# A seq_id an SDK reserved but never sent (a bug some SDKs have) blocks the ops behind it until
+# this gap timeout fails them. On loopback a missing seq_id arrives within milliseconds if it
+# arrives at all, so the run waits 15 s instead of the server's default 60 s.
+SEQ_GAP_TIMEOUT_S = 15.0
+
 
 def setting_key(case: Case) -> str:
     return json.dumps(case.get("server", {}), sort_keys=True)
@@ -89,6 +94,7 @@ def start_mocks(cases: Sequence[Case], grpc: bool) -> Iterator[dict[str, Mock]]:
             config = ServerConfig(
                 port=0,
                 grpc_port=0 if grpc else None,
+                seq_gap_timeout_seconds=SEQ_GAP_TIMEOUT_S,
                 client_config_overrides=overrides,
                 record_tensors=True,
                 fault_plan=fault_plan(members),
