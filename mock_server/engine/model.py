@@ -270,18 +270,23 @@ def target_logprobs(base: BaseWeights, adapter: Adapter, tokens: Tensor, targets
     return logprobs if targets.dim() == 2 else logprobs[:, 0]
 
 
-def last_position_logits(base: BaseWeights, adapter: Adapter, tokens: Tensor) -> Tensor:
-    """Full next-token logits (V,) after `tokens`; used by the sampler."""
-    z = hidden_states(base, adapter, tokens)[-1:]  # (1, D)
-    lora_a = adapter.get("unembed.lora_a")
-    proj = _VocabProjection(
-        z,
-        z @ lora_a if lora_a is not None else None,
-        adapter.get("unembed.lora_b"),
-        adapter.get(UNEMBED_BIAS),
-        base.unembed,
-    )
-    return torch.cat([proj.logits(cols) for cols in proj.chunks()], dim=1)[0]
+class OutputHead:
+    """The output projection of a frozen adapter snapshot, joined once: next-token logits cost
+    one (1, D+r) x (D+r, V) product per token instead of re-joining U and B (a copy of the
+    whole (D+r, V) weight) at every step. For the sampler, whose weights do not change."""
+
+    def __init__(self, base: BaseWeights, adapter: Adapter) -> None:
+        self.lora_a = adapter.get("unembed.lora_a")
+        lora_b, bias = adapter.get("unembed.lora_b"), adapter.get(UNEMBED_BIAS)
+        unembed = base.unembed
+        self.weight = unembed if lora_b is None else torch.cat([unembed, lora_b], dim=0)
+        self.bias = bias if bias is not None else torch.zeros(unembed.shape[1])
+
+    def next_token_logits(self, base: BaseWeights, adapter: Adapter, tokens: Tensor) -> Tensor:
+        """Full next-token logits (V,) after `tokens`."""
+        z = hidden_states(base, adapter, tokens)[-1:]  # (1, D)
+        inputs = z if self.lora_a is None else torch.cat([z, z @ self.lora_a], dim=1)
+        return torch.addmm(self.bias, inputs, self.weight)[0]
 
 
 def topk_logprobs(

@@ -2,11 +2,16 @@
 
 Tokens are drawn one at a time from the temperature-scaled, top-k / top-p filtered next-token
 distribution with a `torch.Generator` seeded per request, so the same seed gives the same
-tokens. The logprobs reported for sampled tokens are the model's own (temperature 1,
-unfiltered) logprobs, computed afterwards by `target_logprobs` over the whole sequence: the
-same function, on the same input, that a training forward over that sequence runs, so on-policy
-importance ratios are exactly 1. Prompt logprobs come from the same function too (position 0
-has no value and is NaN), so a snapshot reproduces the training forward bit for bit.
+tokens. Each draw costs one uniform number and one pass over the candidates (inverse CDF), and
+a top-p nucleus is found without sorting the whole vocabulary (`_nucleus`): on a 152k-token
+vocabulary a token then costs about the output projection, not a full sort plus a random
+number per vocabulary entry (`torch.multinomial`).
+
+The logprobs reported for sampled tokens are the model's own (temperature 1, unfiltered)
+logprobs, computed afterwards by `target_logprobs` over the whole sequence: the same function,
+on the same input, that a training forward over that sequence runs, so on-policy importance
+ratios are exactly 1. Prompt logprobs come from the same function too (position 0 has no value
+and is NaN), so a snapshot reproduces the training forward bit for bit.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from mock_server.engine.errors import InvalidInputError
 from mock_server.engine.model import (
     Adapter,
     BaseWeights,
-    last_position_logits,
+    OutputHead,
     target_logprobs,
     topk_logprobs,
 )
@@ -101,20 +106,57 @@ def validate_spec(spec: SampleSpec, vocab_size: int, max_context: int) -> None:
             raise InvalidInputError("target_prompt_logprobs", "ids must be -1 or in the vocabulary")
 
 
-def _filtered_logits(logits: Tensor, spec: SampleSpec) -> Tensor:
+# The top-p nucleus without a full sort: token probabilities are binned by log-probability
+# (bins 1/64 nat wide below the most likely token; everything further down shares the last
+# bin), the bins' masses accumulate from the top, and only the one bin where the running mass
+# crosses top_p is sorted. O(V) plus the sort of one bin (a few hundred of 152k tokens).
+_BINS_PER_NAT = 64
+_BINS = 2048
+
+
+def _candidates(logits: Tensor, spec: SampleSpec) -> tuple[Tensor, Tensor | None]:
+    """The tokens a draw may pick and their probabilities: (probs (n,), token ids (n,) or
+    None for the whole vocabulary in id order). Temperature scales the logits; top-k keeps the
+    k most likely; top-p keeps, in descending probability, each token until the ones before it
+    already reach `top_p` (the first always stays), as in the usual nucleus sampling."""
     logits = logits / spec.temperature
+    ids: Tensor | None = None
     if 0 < spec.top_k < logits.numel():
-        kth = logits.topk(spec.top_k).values[-1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if spec.top_p < 1.0:
-        sorted_logits, order = logits.sort(descending=True)
-        cumulative = torch.softmax(sorted_logits, dim=0).cumsum(dim=0)
-        # Drop a token once the tokens before it already reach top_p (the first always stays).
-        drop_sorted = (cumulative - torch.softmax(sorted_logits, dim=0)) >= spec.top_p
-        logits = logits.masked_fill(
-            torch.zeros_like(drop_sorted).scatter(0, order, drop_sorted), float("-inf")
-        )
-    return logits
+        logits, ids = logits.topk(spec.top_k)  # descending
+    probs = torch.softmax(logits, dim=0)
+    if spec.top_p >= 1.0:
+        return probs, ids
+    keep = _nucleus(probs, spec.top_p)
+    kept = keep.nonzero()[:, 0]
+    return probs[kept], kept if ids is None else ids[kept]
+
+
+def _nucleus(probs: Tensor, top_p: float) -> Tensor:
+    """Mask (n,) of the tokens whose more likely tokens hold less than `top_p` of the mass."""
+    logp = probs.log()
+    depth = ((logp.max() - logp) * _BINS_PER_NAT).clamp(max=_BINS - 1).to(torch.int64)
+    mass = torch.zeros(_BINS).index_add_(0, depth, probs)  # (bins,), most likely bin first
+    inclusive = mass.cumsum(dim=0)
+    crossing = int((inclusive >= top_p).to(torch.int64).argmax())  # 0 if never: keep 1st bin
+    if not bool(inclusive[crossing] >= top_p):
+        crossing = _BINS - 1  # float32 totals can end just short of top_p: keep everything
+    keep = depth < crossing
+    inside = (depth == crossing).nonzero()[:, 0]
+    ranked, order = probs[inside].sort(descending=True)
+    above = (inclusive[crossing] - mass[crossing]) + ranked.cumsum(dim=0) - ranked
+    keep[inside[order[above < top_p]]] = True
+    if not bool(keep.any()):  # the most likely token always stays
+        keep[probs.argmax()] = True
+    return keep
+
+
+def _draw(probs: Tensor, ids: Tensor | None, generator: torch.Generator) -> int:
+    """Inverse CDF: the first candidate whose cumulative probability exceeds u ~ U(0, total)
+    (`total` rather than 1: the float32 running sum need not end exactly at 1)."""
+    cumulative = probs.cumsum(dim=0)
+    u = torch.rand((), generator=generator) * cumulative[-1]
+    index = min(int(torch.searchsorted(cumulative, u, right=True)), probs.numel() - 1)
+    return index if ids is None else int(ids[index])
 
 
 def _stops(generated: list[int], stop_ids: tuple[int, ...], stop_strings: tuple[str, ...]) -> bool:
@@ -132,18 +174,18 @@ def sample(base: BaseWeights, weights: Adapter, spec: SampleSpec) -> SampleResul
     generator = torch.Generator().manual_seed(spec.seed)
     prompt = spec.prompt
     with torch.no_grad():
+        head = OutputHead(base, weights)
         sequences = []
         for _ in range(spec.num_samples):
             generated: list[int] = []
             stop_reason = "length"
             for _ in range(spec.max_tokens):
                 context = torch.cat([prompt, torch.tensor(generated, dtype=torch.int64)])
-                logits = last_position_logits(base, weights, context)
+                logits = head.next_token_logits(base, weights, context)
                 if spec.temperature == 0:
                     token = int(logits.argmax())
                 else:
-                    probs = torch.softmax(_filtered_logits(logits, spec), dim=0)
-                    token = int(torch.multinomial(probs, 1, generator=generator))
+                    token = _draw(*_candidates(logits, spec), generator)
                 generated.append(token)
                 if _stops(generated, stop_ids, spec.stop_strings):
                     stop_reason = "stop"

@@ -4,12 +4,13 @@ the training forward (spec §5 item 5: a sampler snapshot reproduces training lo
 from __future__ import annotations
 
 import torch
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from torch import Tensor
 
 from mock_server.engine import AdamConfig, DatumInput, SampleSpec, derive_seed
 from mock_server.engine.model import target_logprobs
+from mock_server.engine.sampling import _candidates, _draw, _nucleus
 from mock_server.engine.tokenizer import decode_bytes
 from tests.support.engine_data import (
     TEST_MODELS,
@@ -217,3 +218,33 @@ def test_a_snapshot_taken_before_a_step_still_reproduces_the_pre_step_logprobs(b
         base_model, snapshot, SampleSpec(p, seed=0, max_tokens=1, prompt_logprobs=True)
     )
     assert torch.equal(result.prompt_logprobs[1:], before)
+
+
+@given(
+    logits=st.lists(st.floats(-30, 30), min_size=1, max_size=400),
+    top_p=st.floats(0.001, 0.999),
+)
+def test_the_top_p_nucleus_is_the_sorted_prefix_whose_preceding_mass_is_below_top_p(logits, top_p):
+    probs = torch.softmax(torch.tensor(logits), dim=0)
+    ranked, order = probs.double().sort(descending=True, stable=True)
+    before = ranked.cumsum(0) - ranked
+    # Tokens whose preceding mass lies within float32 rounding of top_p may go either way.
+    assume(bool(((before - top_p).abs() > 1e-5).all()))
+    expected = torch.zeros(len(logits), dtype=torch.bool)
+    expected[order[before < top_p]] = True
+    assert torch.equal(_nucleus(probs, top_p), expected)
+
+
+def test_draws_follow_the_filtered_distribution():
+    """10 000 seeded draws land on each candidate about as often as its probability says."""
+    logits = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0, -3.0])
+    spec = SampleSpec(torch.tensor([1]), seed=0, top_p=0.9)
+    probs, ids = _candidates(logits, spec)
+    generator = torch.Generator().manual_seed(0)
+    counts = torch.zeros(len(logits))
+    for _ in range(10_000):
+        counts[_draw(probs, ids, generator)] += 1
+    expected = torch.zeros(len(logits))
+    expected[ids] = probs / probs.sum()
+    assert counts[4:].sum() == 0  # outside the nucleus: never drawn
+    assert torch.allclose(counts / 10_000, expected, atol=0.015)
