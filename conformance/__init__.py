@@ -13,5 +13,6 @@ plans), `session` (the adapter process), `checks` (expected vs got, wire checks)
 from pathlib import Path
 
 PROTOCOL_VERSION = 1
+CASE_TIMEOUT_S = 120.0  # a case with no result within this many seconds is errored
 ROOT = Path(__file__).resolve().parent
 CASES_DIR = ROOT / "cases" / "v1"

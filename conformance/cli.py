@@ -18,10 +18,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from conformance import CASES_DIR, ROOT
-from conformance.cases import CaseError, load_cases, load_expectations
-from conformance.runner import CASE_TIMEOUT_S, regenerate, run_suite
-from conformance.session import ProtocolError
+# The runner (torch, the mock server) is imported only when a command runs, so `--help` and a
+# usage error answer at once.
+from conformance import CASE_TIMEOUT_S, CASES_DIR, ROOT
 
 REFERENCE_ADAPTER = (
     f"{shlex.quote(sys.executable)} {shlex.quote(str(ROOT / 'adapters/python/adapter.py'))} "
@@ -53,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from conformance.cases import CaseError, load_cases, load_expectations
+    from conformance.runner import regenerate, run_suite
+    from conformance.session import ProtocolError
+
     try:
         if args.command == "regenerate":
             report = regenerate(args.case_dir, args.adapter, args.cases)

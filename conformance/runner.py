@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from conformance import state
+from conformance import CASE_TIMEOUT_S, state
 from conformance.cases import Case, CaseError, Expectations, without_expectations
 from conformance.checks import DEFAULT_TOLERANCE, compare, model_id, observe, wire_key
 from conformance.report import CaseOutcome, Report
@@ -28,7 +28,6 @@ from conformance.servers import Mock, setting_key, start_mocks
 from conformance.session import AdapterSession, ProtocolError
 
 API_KEY = "tml-conformance"
-CASE_TIMEOUT_S = 120.0
 CASE_HEADER = "X-Conformance-Case"
 
 
