@@ -74,7 +74,12 @@ def digests(settings: dict[str, str]) -> dict[str, str]:
     }
     env.update(settings)
     out = subprocess.run(
-        [sys.executable, "-c", _CHILD], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", _CHILD],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     result: dict[str, str] = json.loads(out.stdout.strip().splitlines()[-1])
     return result

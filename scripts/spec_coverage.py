@@ -20,7 +20,7 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,11 +132,14 @@ def read_clauses(problems: list[str] | None = None) -> list[Clause]:
 # ----- citations in tests -----
 
 
-def _spec_marks(node: ast.expr) -> Iterator[ast.Call]:
-    """`pytest.mark.spec(...)` calls in a decorator or a `pytestmark` value."""
+def _spec_marks(node: ast.expr, named: Mapping[str, ast.Call] | None = None) -> Iterator[ast.Call]:
+    """`pytest.mark.spec(...)` calls in a decorator or a `pytestmark` value; `named` resolves a
+    module-level `NAME = pytest.mark.spec(...)` used as `@NAME`."""
     if isinstance(node, ast.List | ast.Tuple):
         for element in node.elts:
-            yield from _spec_marks(element)
+            yield from _spec_marks(element, named)
+    elif isinstance(node, ast.Name) and named and node.id in named:
+        yield named[node.id]
     elif (
         isinstance(node, ast.Call)
         and isinstance(node.func, ast.Attribute)
@@ -189,19 +192,29 @@ def test_citations(problems: list[str]) -> dict[str, list[str]]:
             continue  # a user's project that tests/integration runs; not a test of this repo
         where = path.relative_to(ROOT).as_posix()
         tree = ast.parse(path.read_text(), filename=where)
+        named = {
+            target.id: call
+            for statement in tree.body
+            if isinstance(statement, ast.Assign)
+            for call in _spec_marks(statement.value)
+            for target in statement.targets
+            if isinstance(target, ast.Name) and target.id != "pytestmark"
+        }
         module_mark = _pytestmark(tree.body)
         module_ids = (
-            _ids_of(_spec_marks(module_mark), where, problems) if module_mark is not None else []
+            _ids_of(_spec_marks(module_mark, named), where, problems)
+            if module_mark is not None
+            else []
         )
         for test_id, node in _test_functions(tree.body, where):
-            own = [c for d in node.decorator_list for c in _spec_marks(d)]
+            own = [c for d in node.decorator_list for c in _spec_marks(d, named)]
             ids = module_ids + _ids_of(own, test_id, problems)
             if isinstance(node, ast.ClassDef):
                 class_mark = _pytestmark(node.body)
                 if class_mark is not None:
-                    ids += _ids_of(_spec_marks(class_mark), test_id, problems)
+                    ids += _ids_of(_spec_marks(class_mark, named), test_id, problems)
                 for method_id, method in _test_functions(node.body, test_id):
-                    marks = [c for d in method.decorator_list for c in _spec_marks(d)]
+                    marks = [c for d in method.decorator_list for c in _spec_marks(d, named)]
                     cited[method_id] = ids + _ids_of(marks, method_id, problems)
                 continue
             cited[test_id] = ids

@@ -3,19 +3,21 @@ the training forward (spec §5 item 5: a sampler snapshot reproduces training lo
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import Tensor
 
 from mock_server.engine import AdamConfig, DatumInput, SampleSpec, derive_seed
-from mock_server.engine.model import target_logprobs
+from mock_server.engine.model import last_position_logits, target_logprobs
 from mock_server.engine.tokenizer import decode_bytes
 from tests.support.engine_data import (
     TEST_MODELS,
     TINY_64,
     TINY_512,
     TINY_BYTES,
+    fresh_model,
     make_batch,
     shared_engine,
     warm_model,
@@ -35,6 +37,7 @@ def _forward_only_logprobs(model, tokens: Tensor, targets: Tensor) -> Tensor:
 prompts = st.tuples(st.integers(0, 2**32 - 1), st.integers(1, 10))
 
 
+@pytest.mark.spec("SMP-3")
 @given(
     base_model=st.sampled_from(TEST_MODELS),
     prompt=prompts,
@@ -59,6 +62,7 @@ def test_same_seed_gives_the_same_samples(base_model, prompt, seed, temperature,
     assert first.sequences == second.sequences
 
 
+@pytest.mark.spec("SMP-3", "DET-2")
 def test_different_seeds_give_different_samples():
     model = warm_model(TINY_512)
     prompt = _prompt(0, model.vocab_size, 4)
@@ -88,6 +92,7 @@ def _greedy_reference(model, prompt: Tensor, steps: int) -> list[int]:
     return out
 
 
+@pytest.mark.spec("SMP-4")
 @given(prompt=prompts, seed=st.integers(0, 2**32 - 1), temperature=st.floats(0.5, 2.0))
 def test_temperature_zero_is_greedy_argmax_and_top_k_one_is_the_same(prompt, seed, temperature):
     model = warm_model(TINY_64)
@@ -106,6 +111,7 @@ def test_temperature_zero_is_greedy_argmax_and_top_k_one_is_the_same(prompt, see
     assert top_1.sequences[0].tokens == greedy.sequences[0].tokens
 
 
+@pytest.mark.spec("SMP-5")
 @given(prompt=prompts, data=st.data())
 def test_a_stop_token_ends_the_sequence_with_stop_reason_stop_else_length(prompt, data):
     model = warm_model(TINY_64)
@@ -133,6 +139,7 @@ def test_a_stop_token_ends_the_sequence_with_stop_reason_stop_else_length(prompt
     assert greedy((absent,)) == unstopped
 
 
+@pytest.mark.spec("SMP-5")
 def test_a_stop_string_ends_the_sequence_with_stop_reason_stop_else_length():
     model = warm_model(TINY_BYTES)
 
@@ -167,6 +174,7 @@ def test_a_stop_string_ends_the_sequence_with_stop_reason_stop_else_length():
     assert checked >= 5  # enough greedy outputs contain a printable byte to stop on
 
 
+@pytest.mark.spec("SMP-6")
 @given(
     base_model=st.sampled_from(TEST_MODELS),
     prompt=prompts,
@@ -185,6 +193,7 @@ def test_sampled_token_logprobs_equal_a_training_forward_over_prompt_and_complet
         assert torch.equal(torch.tensor(sequence.logprobs), training)
 
 
+@pytest.mark.spec("SMP-7")
 @given(base_model=st.sampled_from(TEST_MODELS), prompt=prompts)
 def test_prompt_logprobs_are_nan_then_the_forward_only_logprobs_of_the_prompt_bitwise(
     base_model, prompt
@@ -201,6 +210,7 @@ def test_prompt_logprobs_are_nan_then_the_forward_only_logprobs_of_the_prompt_bi
         assert torch.equal(result.prompt_logprobs[1:], _forward_only_logprobs(model, p[:-1], p[1:]))
 
 
+@pytest.mark.spec("SMP-1", "SMP-7")
 @given(base_model=st.sampled_from(TEST_MODELS), prompt=prompts)
 def test_a_snapshot_taken_before_a_step_still_reproduces_the_pre_step_logprobs(base_model, prompt):
     model = warm_model(base_model)
@@ -217,3 +227,49 @@ def test_a_snapshot_taken_before_a_step_still_reproduces_the_pre_step_logprobs(b
         base_model, snapshot, SampleSpec(p, seed=0, max_tokens=1, prompt_logprobs=True)
     )
     assert torch.equal(result.prompt_logprobs[1:], before)
+
+
+def _nucleus(logits: Tensor, top_k: int, top_p: float) -> set[int]:
+    """Tokens the filters may keep, with a little slack at the top-p boundary for rounding."""
+    keep = set(range(logits.numel()))
+    if top_k > 0:
+        kth = logits.topk(top_k).values[-1]
+        keep &= {int(i) for i in torch.nonzero(logits >= kth).flatten()}
+    if top_p < 1.0:
+        probs = torch.softmax(logits.double(), dim=0)
+        sorted_probs, order = probs.sort(descending=True)
+        before = sorted_probs.cumsum(0) - sorted_probs  # mass of the more likely tokens
+        keep &= {int(order[i]) for i in range(order.numel()) if before[i] < top_p + 1e-5}
+    return keep
+
+
+@pytest.mark.spec("SMP-4")
+@given(
+    prompt=prompts,
+    seed=st.integers(0, 2**32 - 1),
+    top_k=st.integers(1, 6),
+    top_p=st.floats(0.05, 0.9),
+)
+def test_every_sampled_token_lies_in_the_top_k_and_in_the_top_p_nucleus(prompt, seed, top_k, top_p):
+    model = warm_model(TINY_64)
+    weights, p = model.weights(), _prompt(prompt[0], model.vocab_size, prompt[1])
+    for k, nucleus in ((top_k, 1.0), (-1, top_p), (top_k, top_p)):
+        spec = SampleSpec(
+            p, seed=seed, num_samples=2, max_tokens=4, top_k=k, top_p=nucleus, stop_token_ids=()
+        )
+        for sequence in shared_engine().sample(TINY_64, weights, spec).sequences:
+            context = p
+            for token in sequence.tokens:
+                logits = last_position_logits(model.base, weights, context)
+                assert token in _nucleus(logits, k, nucleus), (k, nucleus, token)
+                context = torch.cat([context, torch.tensor([token])])
+
+
+@pytest.mark.spec("SMP-1")
+@given(base_model=st.sampled_from(TEST_MODELS), prompt=prompts)
+def test_a_base_model_sampler_computes_what_an_untrained_model_computes(base_model, prompt):
+    untrained = fresh_model(base_model)  # LoRA B and the bias are zero: the adapters add nothing
+    p = _prompt(prompt[0], untrained.vocab_size, max(prompt[1], 2))
+    spec = SampleSpec(p, seed=0, max_tokens=1, prompt_logprobs=True)
+    result = shared_engine().sample(base_model, {}, spec)  # no adapter at all: the base weights
+    assert torch.equal(result.prompt_logprobs[1:], _forward_only_logprobs(untrained, p[:-1], p[1:]))

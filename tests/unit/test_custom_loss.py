@@ -43,6 +43,8 @@ from tests.support.engine_data import (
     warm_model,
 )
 
+pytestmark = pytest.mark.spec("LOSS-15")
+
 Graph = dict[str, Any]
 # The project's hypothesis profiles (tests/property/conftest.py): "dev" by default, "ci" = 10x.
 _PROPERTY = settings(

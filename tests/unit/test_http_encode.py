@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from mock_server.http.bodies import JSON, PROTOBUF
 from mock_server.http.encode import encode_result, result_json, sample_response_json, wire_format
 from mock_server.service.results import OptimStepResult, SaveWeightsForSamplerResult
@@ -11,6 +13,7 @@ from tinker_ref.codec import decode_forward_backward_output
 from tinker_ref.types import ForwardBackwardOutput, SampledSequence, SampleResponse, TensorData
 
 
+@pytest.mark.spec("WIRE-7", "SMP-7")
 def test_nan_prompt_logprob_encodes_as_null() -> None:
     response = SampleResponse(
         [SampledSequence("stop", [1], [-0.5])], prompt_logprobs=[math.nan, -1.25]
@@ -18,6 +21,7 @@ def test_nan_prompt_logprob_encodes_as_null() -> None:
     assert sample_response_json(response)["prompt_logprobs"] == [None, -1.25]
 
 
+@pytest.mark.spec("FUT-5", "WIRE-5")
 def test_protobuf_only_for_forward_backward_and_sample_results() -> None:
     output = ForwardBackwardOutput(
         "ArrayRecord", [{"logprobs": TensorData([-1.0, -2.0], "float32", [2])}], {"loss:sum": 3.0}
