@@ -45,12 +45,14 @@ _OUTSIDE = re.compile(
         for p in ("shared" + "/spec", "tinker-http-wire" + ".md", "losses-and-custom-loss" + ".md")
     )
 )
+_SECTION_SIGN = "\u00a7"
 _OLD_SECTION_REF = re.compile(
-    "|".join(
-        r"\b" + p
-        for p in ("spec" + " §", "wire" + r" spec\b", "losses" + r" spec\b", "spec" + " section")
-    )
+    rf"\bspec\b[^\n{_SECTION_SIGN}]{{0,40}}{_SECTION_SIGN}"
+    r"|\b(?:wire|losses) spec\b|\bspec section\b",
+    re.IGNORECASE,
 )
+# Code has no numbered sections of its own, so any section sign in it points at another text.
+_CODE_SUFFIXES = (".py", ".proto")
 
 
 @dataclass(frozen=True)
@@ -372,7 +374,9 @@ def reference_problems(clauses: list[Clause]) -> list[str]:
         for number, line in enumerate(text.splitlines(), 1):
             if _OUTSIDE.search(line):
                 found.append(f"{name}:{number}: points outside the repository: {line.strip()!r}")
-            if _OLD_SECTION_REF.search(line):
+            if _OLD_SECTION_REF.search(line) or (
+                name.endswith(_CODE_SUFFIXES) and _SECTION_SIGN in line
+            ):
                 found.append(f"{name}:{number}: a section reference instead of a clause id")
             for clause_id in CLAUSE_ID.findall(line):
                 if clause_id not in known:

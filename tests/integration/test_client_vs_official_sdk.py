@@ -113,7 +113,7 @@ def test_reference_client_returns_str_keys_and_python_floats_where_the_sdk_passe
     first_ours = reference_http_run["metric_types"][0]
     first_theirs = official_run["metric_types"][0]
     assert set(first_ours.values()) == {"str:float"}
-    # SDK 0.38 inserts user metrics unchanged (spec §2.5): the int key and the tensor value stay.
+    # SDK 0.38 inserts user metrics unchanged (spec CL-14): the int key and the tensor value stay.
     assert first_theirs["7"] == "int:Tensor"
     assert first_theirs["margin"] == "str:Tensor"
     assert first_theirs["loss:sum"] == "str:float"

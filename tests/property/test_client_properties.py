@@ -232,7 +232,7 @@ def test_custom_loss_then_optim_step_equals_the_builtin_loss_bit_for_bit(
     if loss == "linear":
         loss_fn, builtin_data = linear_loss, batch
     else:
-        # mean NLL over all N target tokens == cross_entropy with weights 1/N (spec §3).
+        # mean NLL over all N target tokens == cross_entropy with weights 1/N (spec DET-4).
         n = sum(d.model_input.length for d in batch)
         loss_fn = mean_nll
         builtin_data = [

@@ -1,10 +1,10 @@
 """Custom-loss training through the engine: the chain-rule identity and the sum semantics it needs.
 
-Spec losses-and-custom-loss.md §3.3: a forward pass gives logprobs l, the client computes
+The identity of spec/custom-loss.md: a forward pass gives logprobs l, the client computes
 g = dC/dl, and a cross-entropy pass with weights -g accumulates exactly dC/dtheta, provided
 the server's cross-entropy is linear and unnormalised. In a deterministic float32 engine the
 result is bit-identical to direct autograd, so most assertions here are `torch.equal`.
-Rows of spec §6 covered: 1, 2, 6, 7, 8, 11, 16 (forward_backward_per_datum).
+Clauses checked: DET-4, LOSS-4, LOSS-5, LOSS-6, LOSS-9, OPT-3, LOSS-15 (forward_backward_per_datum).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The forward pass: causality, prefix invariance, forward_only (spec §5 items 2-3, §6 row 13)."""
+"""The forward pass: causality, prefix invariance, forward_only (spec LOSS-3, LOSS-8)."""
 
 from __future__ import annotations
 

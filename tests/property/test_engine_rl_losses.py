@@ -1,6 +1,6 @@
 """The RL losses: closed-form gradients, clipping, and client re-implementations via custom loss.
 
-Spec losses-and-custom-loss.md §1.2 (per token, r = exp(l - q), A = advantages):
+Spec LOSS-10 to LOSS-14 (per token, r = exp(l - q), A = advantages):
 
     importance_sampling  L = -r A                           dL/dl = -A r
     ppo                  L = -min(r A, clamp(r, lo, hi) A)  -A r if the unclipped branch is
@@ -11,8 +11,8 @@ Spec losses-and-custom-loss.md §1.2 (per token, r = exp(l - q), A = advantages)
 
 The unclipped branch is selected when A > 0 and r <= hi, or A < 0 and r >= lo; clamp is
 inclusive. Thresholds default to 0.8 / 1.2 and come from loss_fn_config or, per token, from
-the clip_*_threshold inputs. Rows of spec §6 covered: 3, 4 and the "further tests" on clip
-boundaries and GSPO.
+the clip_*_threshold inputs (LOSS-16). Also checked: clip boundaries, GSPO with a one-token mask,
+and client re-implementations through the custom-loss path (DET-4).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Sampling: seeded reproducibility, greedy decoding, stop conditions, and logprob parity with
-the training forward (spec §5 item 5: a sampler snapshot reproduces training logprobs bitwise)."""
+"""Sampling: seeded reproducibility, filters, stop conditions, and logprob parity with the
+training forward (spec SMP-6, SMP-7: a sampler snapshot reproduces training logprobs bitwise)."""
 
 from __future__ import annotations
 
