@@ -41,6 +41,41 @@ async def test_capabilities_healthz_and_telemetry(make_mock_api: MakeMockApi) ->
     assert await api.post("telemetry", {"events": []}) == {"status": "accepted"}
 
 
+REQUIRED_ENDPOINTS = [
+    ("POST", path)
+    for path in (
+        "client/config",
+        "create_session",
+        "session_heartbeat",
+        "create_model",
+        "get_info",
+        "forward_backward",
+        "optim_step",
+        "save_weights",
+        "save_weights_for_sampler",
+        "load_weights",
+        "create_sampling_session",
+        "asample",
+        "retrieve_future",
+        "forward",
+        "weights_info",
+    )
+] + [("GET", "get_server_capabilities"), ("GET", "samplers/nope")]
+
+
+@pytest.mark.spec("WIRE-1")
+@pytest.mark.parametrize(("method", "path"), REQUIRED_ENDPOINTS)
+async def test_every_endpoint_of_the_workflow_and_the_json_era_is_served(
+    make_mock_api: MakeMockApi, method: str, path: str
+) -> None:
+    api = await make_mock_api()
+    response = await api.client.request(
+        method, f"/api/v1/{path}", data=b"{}" if method == "POST" else None, headers=api.headers()
+    )
+    body = await response.json()
+    assert response.status != 405 and "no endpoint" not in body.get("detail", ""), body
+
+
 @pytest.mark.spec("WIRE-1")
 async def test_session_lifecycle(make_mock_api: MakeMockApi) -> None:
     api = await make_mock_api()
