@@ -5,13 +5,14 @@
 #   make checkgenerate  fail if regenerating would change a committed file
 #   make bench          side-by-side benchmarks; updates README.md "Benchmarks"
 #   make conformance-tinkex  build Tinkex 0.4.0 offline (cached) and run the 48 cases through it
+#   make spec           regenerate the spec's coverage table (spec/README.md)
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck generate checkgenerate bench clean
+.PHONY: setup demo test lint typecheck generate checkgenerate bench spec clean
 
 # torch is pinned first: `torch==2.13.0` is the CPU wheel already on disk here; an unpinned
 # torch would pull a multi-GB CUDA build. pyproject.toml only declares a compatible range.
@@ -67,6 +68,11 @@ conformance-tinkex: setup
 		--features conformance/adapters/tinkex-0.4.0.features.json \
 		--known-failing conformance/adapters/tinkex-0.4.0.known-failing.txt \
 		--out conformance-report/tinkex
+
+# Rewrite the clause -> tests/cases table in spec/README.md from the tests' @pytest.mark.spec
+# markers and the cases' `clauses`; tests/unit/test_spec_traceability.py fails when it is stale.
+spec: setup
+	$(BIN)/python scripts/spec_coverage.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -96,7 +96,7 @@ def _check_twins(cases: dict[str, Case]) -> None:
 
 def without_expectations(case: Case) -> Case:
     """What the adapter gets: the case minus everything it must not see."""
-    hidden = {"expected", "wire", "same_as", "faults", "tolerance"}
+    hidden = {"expected", "wire", "same_as", "faults", "tolerance", "clauses"}
     return {key: value for key, value in case.items() if key not in hidden}
 
 

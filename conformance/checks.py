@@ -29,7 +29,7 @@ from typing import Any
 from conformance.cases import Case
 
 DEFAULT_TOLERANCE = {"abs": 1e-5, "rel": 1e-5}
-DEFAULT_CHUNK_LEN = 1024  # client/config fwdbwd_max_chunk_len, wire spec §2.1
+DEFAULT_CHUNK_LEN = 1024  # client/config fwdbwd_max_chunk_len, spec WIRE-3
 # Training ops, by endpoint name: the HTTP path after /api/v1/, or the gRPC method in snake case
 # (records of both front ends then read the same).
 TRAINING_ENDPOINTS = frozenset(

@@ -46,7 +46,7 @@ def observe_case(case: Case, steps: Mapping[str, Any], mock: Mock) -> dict[str, 
     }
 
 
-# forward_backward_custom metrics whose meaning changed in SDK 0.38 (spec losses §2.3): before,
+# forward_backward_custom metrics whose meaning changed in SDK 0.38 (spec CL-13, WIRE-18): before,
 # loss:sum was the server surrogate and surrogate_loss:sum did not exist.
 V038_CUSTOM_METRICS = ("loss:sum", "surrogate_loss:sum")
 

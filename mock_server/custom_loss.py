@@ -1,6 +1,6 @@
 """Uploaded custom losses: validate the graph `create_custom_loss` sends, then run it per datum.
 
-Owns (spec: tinker-http-wire.md §2.9, §8.2, §8.3; losses-and-custom-loss.md §2.4): decoding the
+Owns (spec LOSS-15): decoding the
 `CustomLossGraph` (format 1) that SDK 0.38 traces with `torch.fx`, the allow-list of operations
 such a graph may call, and the interpreter that runs a compiled graph on ONE datum. Not owned:
 storing losses per session, mapping `CustomLossError` to HTTP statuses, summing datums and
@@ -302,7 +302,7 @@ def _short(value: object, limit: int = 80) -> str:
 
 
 class _Decoder:
-    """Turns §8.3 encoded arguments into templates: Python values with `_Ref`s for nodes."""
+    """Turns encoded graph arguments into templates: Python values with `_Ref`s for nodes."""
 
     def __init__(self, names: Mapping[str, int], limits: CustomLossLimits) -> None:
         self.names = names

@@ -1,7 +1,7 @@
 """The client half of custom-loss training, independent of any transport.
 
 `forward_backward_custom(data, loss_fn)` is two ordinary cross-entropy passes around a local
-autograd step (spec: losses-and-custom-loss.md §3):
+autograd step (spec/custom-loss.md, CL-1 to CL-17):
 
 1. `forward_phase_data(data)`: what the forward pass sends: each datum's model input and
    provenance spans, its `target_tokens`, and its `weights` (zeros shaped like the targets when

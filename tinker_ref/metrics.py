@@ -1,7 +1,7 @@
 """Metric rules of the Tinker client: merging chunked results and custom-loss metrics.
 
 `combine_chunk_results` is the official SDK's `combine_fwd_bwd_output_results` (0.38)
-rule for rule (spec: losses-and-custom-loss.md §2.2): keys come from the first chunk and must
+rule for rule (spec CL-15): keys come from the first chunk and must
 be "name:reduction" with exactly one colon; a key missing from any chunk is dropped, as is an
 unknown reduction; "mean" and "slack" weight chunks by their number of datums.
 

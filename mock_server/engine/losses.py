@@ -1,6 +1,6 @@
 """The built-in losses: exact elementwise formulas, their inputs, config keys and defaults.
 
-Notation per token t (spec: losses-and-custom-loss.md §1): l_t the learner's target logprob
+Notation per token t (spec LOSS-9 to LOSS-14): l_t the learner's target logprob
 (differentiable), q_t = inputs["logprobs"] (sampler logprob, constant), A_t = "advantages",
 w_t = "weights", r_t = exp(l_t - q_t). Every loss is a quantity to minimise and is reduced by
 a plain **sum** over tokens (and K), then over datums, by the caller: nothing here normalises,

@@ -1,6 +1,6 @@
 """One trainable model: LoRA adapters over shared frozen base weights, a gradient buffer and AdamW.
 
-Semantics (spec: losses-and-custom-loss.md §1.1, §5):
+Semantics (spec LOSS-4, LOSS-6, LOSS-8, OPT-1, OPT-4, OPT-6):
 - `forward_backward` computes each datum's target logprobs and elementwise loss, sums the
   losses left to right over datums (a fixed order, so results are bit-reproducible) and runs
   one backward pass that **adds** into the adapters' `.grad`; nothing is normalised.

@@ -3,7 +3,7 @@
 The body is read from the stream with a running cap (`max_body_bytes`; 413 above it, before the
 whole body is buffered) and decompressed here, not by aiohttp: the server runs with
 `auto_decompress=False`, because aiohttp on Python < 3.14 cannot decode zstd without
-`backports.zstd` and answers a body-carrying 400 the SDK does not retry (wire spec §11.8).
+`backports.zstd` and answers a body-carrying 400 the SDK does not retry (spec WIRE-8).
 zstd output is capped too (`max_decompressed_bytes`), so a decompression bomb is a 413, not an
 out-of-memory. If the server *was* started with aiohttp's decompression on, a body that no longer
 starts with the zstd magic bytes has been decoded already and is taken as is.

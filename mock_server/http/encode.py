@@ -3,7 +3,7 @@
 Forward/backward and sampling results are protobuf when the client's `Accept` names
 `application/x-protobuf` (SDK >= 0.25) and JSON otherwise (SDK <= 0.24, Tinkex); everything
 else is JSON. JSON bodies carry the `type` discriminators the SDK's strict pydantic models
-accept (wire spec §2, §5). Failures are always JSON `{"error", "category"}`.
+accept (spec FUT-5, WIRE-5, WIRE-7). Failures are always JSON `{"error", "category"}`.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Every request gets a `RequestRecord` (what arrived, what was answered). Every `/
 except `healthz` needs a credential in `X-API-Key` (header names are case-insensitive: pyqwest
 lower-cases them). Every error leaves as JSON `{"detail", "field"}` with a Content-Length —
 the SDK treats a 400 without a body or Content-Length as a proxy glitch and retries it
-(wire spec §11.9). Status per error class: 400 malformed, 401, 403, 404, 409 (with
+(spec WIRE-13). Status per error class: 400 malformed, 401, 403, 404, 409 (with
 `x-should-retry: false`: a conflict does not heal by resending), 410, 413, 415, 422, 500.
 """
 

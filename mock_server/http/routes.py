@@ -1,6 +1,6 @@
 """The HTTP handlers: decode the body, call the service, encode the answer.
 
-One handler per endpoint of the official API (wire spec §2, §10), plus the JSON-era
+One handler per endpoint of the official API (spec WIRE-1), plus the JSON-era
 `/api/v1/forward` and the mock's own `GET /_mock/requests` (the request record, for tests and
 conformance runs). Handlers hold no state and no logic beyond translation.
 """
@@ -318,7 +318,7 @@ async def retrieve_future(request: web.Request) -> web.Response:
     await fault_gate(request, request_id=request_id)
     record = await service.retrieve(_principal(request), request_id)
     if not record.finished:
-        # Only after a long-poll: the SDK re-polls try_again with no delay (spec §11.2).
+        # Only after a long-poll: the SDK re-polls try_again with no delay (spec FUT-2).
         return _json(encode.try_again_json(request_id))
     if record.failure is not None:
         service.mark_retrieved(record)

@@ -1,7 +1,7 @@
 """Checkpoint addresses and their place under the data directory.
 
 A checkpoint is addressed as `tinker://<model_id>/<kind>/<name>` (kind `weights` for
-`save_state`, `sampler_weights` for sampler snapshots; wire spec §2.15: exactly three segments).
+`save_state`, `sampler_weights` for sampler snapshots; spec CKPT-9: exactly three segments).
 Names are confined to `[A-Za-z0-9][A-Za-z0-9._-]{0,127}`, model ids to the server's own format,
 so no address can reach outside `<data_dir>/checkpoints` (no `..`, no separators, no absolute
 paths). On disk: `<data_dir>/checkpoints/<model_id with ':' as '~'>/<kind>/<name>/`.

@@ -15,7 +15,7 @@ from typing import Any
 
 from mock_server.faults import FaultPlan
 
-# The SDK 0.38 defaults of `ClientConfigResponse` (wire spec §2.1). The mock answers them
+# The SDK 0.38 defaults of `ClientConfigResponse` (spec WIRE-3). The mock answers them
 # explicitly so a reader of the wire sees what the client will do.
 CLIENT_CONFIG_DEFAULTS: dict[str, Any] = {
     "pjwt_auth_enabled": False,
@@ -37,7 +37,7 @@ CLIENT_CONFIG_DEFAULTS: dict[str, Any] = {
     "sample_join_sampling_session": False,
 }
 
-# `client/dynamic_config` defaults (wire spec §2.3); cancellation stays off like production.
+# `client/dynamic_config` defaults (spec WIRE-1); cancellation stays off like production.
 DYNAMIC_CONFIG_DEFAULTS: dict[str, Any] = {
     "refresh_interval_sec": 300,
     "sample_cancel_enabled": False,

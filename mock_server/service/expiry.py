@@ -3,7 +3,7 @@
 "Heard from" is a heartbeat (the SDKs send one every 10 s while a client lives) or any call that
 names the session or one of its models. An expired session's models, samplers and uploaded
 losses leave the registry (their memory is freed), ops still queued on its models fail with a
-`Gone`, and its heartbeat answers 410, which stops the SDK's heartbeat loop (wire spec §0.6).
+`Gone`, and its heartbeat answers 410, which stops the SDK's heartbeat loop (spec WIRE-17).
 Checkpoints on disk stay. Sweeps run lazily, at most once a second, from calls that arrive
 anyway (session creation, heartbeats, polls): no timer thread.
 

@@ -3,7 +3,7 @@
 Session and request ids are minted from a per-kind counter and the server seed (a stable hash,
 never `random`), so two runs of one scenario produce byte-identical transcripts. Ids that the
 official SDK derives itself follow its formulas exactly: model ids are
-`<session_id>:train:<model_seq_id>` (wire spec §2.6, §11.5); sampling sessions and uploaded
+`<session_id>:train:<model_seq_id>` (spec WIRE-4); sampling sessions and uploaded
 losses use the same shape with their own per-session counters.
 """
 

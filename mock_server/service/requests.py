@@ -2,7 +2,7 @@
 
 Front ends decode their wire form (JSON, protobuf, gRPC messages) into these and never pass raw
 bodies on. The forward/backward request is `tinker_ref.codec.ForwardBackwardRequest`, shared with
-the client's codec. Field names follow the wire (spec §2) so error paths read the same.
+the client's codec. Field names follow the wire so error paths (spec WIRE-13) read the same.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The official SDK numbers every training op of a model (`seq_id`, 1, 2, …; the model's creation
 is 0) and may deliver them out of order: chunks of one call are POSTed concurrently with the
-first chunk *last* (wire spec §6, §11.7). A `Lane` per model therefore
+first chunk *last* (spec CL-12, SEQ-3). A `Lane` per model therefore
 
 * deduplicates `(model_id, seq_id)` **before** queueing: a retried POST (new idempotency key,
   same seq_id and body) gets the original request_id back and never runs twice; the same seq_id

@@ -117,7 +117,7 @@ class TinkerService:
         if session.expired:
             raise Gone(f"session {session_id!r} expired for idleness; its models were freed")
         if session.finished:
-            # 410 makes the SDK stop its heartbeat loop (wire spec §0.6).
+            # 410 makes the SDK stop its heartbeat loop (spec WIRE-17).
             raise Gone(f"session {session_id!r} is finished", "session_id")
         session.heartbeats += 1
 

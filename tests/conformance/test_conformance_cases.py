@@ -215,6 +215,7 @@ def _observed(digest: str, norm: float) -> dict[str, Any]:
     return {"digest": digest, "state": {"w.lora_b": [norm, 0.0, 0.0], "w.lora_b.step": 1}}
 
 
+@pytest.mark.spec("DET-6")
 @pytest.mark.parametrize(
     ("fault_case", "finding"),
     [
@@ -243,6 +244,7 @@ def test_a_fault_case_must_end_on_its_twins_bits_and_says_how_it_missed(
         assert [f for f in outcomes[1].failures if f.startswith(finding)], outcomes[1].failures
 
 
+@pytest.mark.spec("DET-6")
 def test_regeneration_keeps_stored_values_the_new_run_reproduces_within_tolerance() -> None:
     case: dict[str, Any] = {"name": "c"}
     old = {

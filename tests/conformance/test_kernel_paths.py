@@ -56,6 +56,7 @@ def test_the_kernel_path_is_the_one_requested(path: str) -> None:
     assert _capability(path) == path  # otherwise the runs below would all test one path
 
 
+@pytest.mark.spec("DET-6")
 @pytest.mark.parametrize("path", PATHS)
 def test_the_reference_passes_every_case_on_kernel_path(path: str, tmp_path: Path) -> None:
     result = _conformance(
@@ -74,6 +75,7 @@ def test_the_reference_passes_every_case_on_kernel_path(path: str, tmp_path: Pat
     assert summary.startswith(f"{cases} passed, 0 failed"), summary
 
 
+@pytest.mark.spec("DET-6")
 @pytest.mark.parametrize("path", PATHS)
 def test_regenerating_on_kernel_path_changes_no_case_file(path: str, tmp_path: Path) -> None:
     copy = tmp_path / "cases"

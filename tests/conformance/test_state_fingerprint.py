@@ -101,6 +101,7 @@ def _deviations(expected: dict[str, state.Fingerprint]) -> dict[str, float]:
     return {name: state.deviation(expected[name], observed[name]["state"]) for name in expected}
 
 
+@pytest.mark.spec("DET-6")
 def test_the_unmutated_reference_ends_within_tolerance_of_every_stored_state(
     expected_states: dict[str, state.Fingerprint],
 ) -> None:
@@ -108,6 +109,7 @@ def test_the_unmutated_reference_ends_within_tolerance_of_every_stored_state(
     assert max(deviations.values()) <= 1, {n: d for n, d in deviations.items() if d > 1}
 
 
+@pytest.mark.spec("DET-6")
 @pytest.mark.parametrize("mutation", sorted(MUTATIONS))
 def test_a_wrong_update_moves_the_state_of_every_training_case_far_outside_tolerance(
     mutation: str, expected_states: dict[str, state.Fingerprint], monkeypatch: Any

@@ -73,6 +73,7 @@ def operations(run: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+@pytest.mark.spec("WIRE-15", "WIRE-8", "CL-10", "SEQ-1")
 @pytest.mark.sdk
 def test_the_server_records_the_same_requests_from_both_clients(
     official_run: dict[str, Any], reference_http_run: dict[str, Any]
@@ -89,6 +90,7 @@ def test_the_server_records_the_same_requests_from_both_clients(
         assert ours == theirs
 
 
+@pytest.mark.spec("WIRE-15", "WIRE-16", "DET-1")
 @pytest.mark.sdk
 def test_same_run_ends_bit_identical_through_official_http_ours_http_and_ours_grpc(
     official_run: dict[str, Any],
@@ -103,6 +105,7 @@ def test_same_run_ends_bit_identical_through_official_http_ours_http_and_ours_gr
     assert dpo_losses[0] > dpo_losses[1] > dpo_losses[2]  # it trained
 
 
+@pytest.mark.spec("CL-14")
 @pytest.mark.sdk
 def test_reference_client_returns_str_keys_and_python_floats_where_the_sdk_passes_through(
     official_run: dict[str, Any], reference_http_run: dict[str, Any]
@@ -110,7 +113,7 @@ def test_reference_client_returns_str_keys_and_python_floats_where_the_sdk_passe
     first_ours = reference_http_run["metric_types"][0]
     first_theirs = official_run["metric_types"][0]
     assert set(first_ours.values()) == {"str:float"}
-    # SDK 0.38 inserts user metrics unchanged (spec §2.5): the int key and the tensor value stay.
+    # SDK 0.38 inserts user metrics unchanged (spec CL-14): the int key and the tensor value stay.
     assert first_theirs["7"] == "int:Tensor"
     assert first_theirs["margin"] == "str:Tensor"
     assert first_theirs["loss:sum"] == "str:float"

@@ -53,6 +53,7 @@ def service(mock: EmbeddedServer) -> Iterator[ServiceClient]:
         yield client
 
 
+@pytest.mark.spec("WIRE-4")
 def test_capabilities_and_info(service: ServiceClient) -> None:
     names = [m.model_name for m in service.get_server_capabilities().supported_models]
     assert MODEL in names and "Qwen/Qwen3-8B" in names
@@ -62,6 +63,7 @@ def test_capabilities_and_info(service: ServiceClient) -> None:
     assert ":train:" in training.model_id
 
 
+@pytest.mark.spec("LOSS-2", "SMP-3", "SMP-7")
 def test_forward_shapes_training_and_sampling(service: ServiceClient) -> None:
     training = service.create_lora_training_client(MODEL, rank=4, seed=0).result()
     forward = training.forward(DATA, "cross_entropy").result(timeout=60)
@@ -90,6 +92,7 @@ def test_forward_shapes_training_and_sampling(service: ServiceClient) -> None:
     assert logprobs[1:] == pytest.approx(probe(training)[0], abs=1e-6)
 
 
+@pytest.mark.spec("CKPT-1", "CKPT-2", "CKPT-3", "CKPT-8")
 def test_checkpoint_with_optimizer_continues_bit_exactly(service: ServiceClient) -> None:
     uninterrupted = service.create_lora_training_client(MODEL, rank=4, seed=5)
     uninterrupted.forward_backward(DATA, "cross_entropy")
@@ -118,6 +121,7 @@ def test_checkpoint_with_optimizer_continues_bit_exactly(service: ServiceClient)
     assert probe(loaded) == probe(uninterrupted)
 
 
+@pytest.mark.spec("CKPT-5", "SMP-1")
 def test_named_sampler_weights_open_in_a_sampling_client(service: ServiceClient) -> None:
     training = service.create_lora_training_client(MODEL, rank=4, seed=2)
     saved = training.save_weights_for_sampler("snap").result(timeout=60)
@@ -139,6 +143,7 @@ def forward_backward_records(mock: EmbeddedServer, model_id: str) -> list[dict[s
     ]
 
 
+@pytest.mark.spec("CL-9", "CL-10", "CL-11", "CL-12", "SEQ-1")
 def test_chunked_custom_loss_with_pipelined_optim_step_equals_the_unchunked_run(
     mock: EmbeddedServer, service: ServiceClient
 ) -> None:
@@ -172,6 +177,7 @@ def test_chunked_custom_loss_with_pipelined_optim_step_equals_the_unchunked_run(
         assert a == pytest.approx(b, abs=1e-6)
 
 
+@pytest.mark.spec("CL-5", "CL-16", "CL-17", "WIRE-14")
 def test_errors_user_code_sees(service: ServiceClient) -> None:
     with pytest.raises(errors.APIStatusError) as unknown_model:
         service.create_lora_training_client("no/such-model", rank=4)
@@ -205,3 +211,67 @@ def test_errors_user_code_sees(service: ServiceClient) -> None:
         training.optim_step(ADAM).result(timeout=60)
     fresh = service.create_lora_training_client(MODEL, rank=4, seed=0)
     assert probe(fresh) == before
+
+
+@pytest.mark.spec("CL-16", "CL-3")
+def test_ops_behind_a_failed_custom_loss_fail_as_poisoned_and_are_never_sent(
+    mock: EmbeddedServer, service: ServiceClient
+) -> None:
+    training = service.create_lora_training_client(MODEL, rank=4, seed=0)
+    with pytest.raises(errors.CustomLossError, match="target_tokens"):  # before any id is taken
+        training.forward_backward_custom([types.Datum(PROBE[0].model_input, {})], mean_nll)
+
+    def raises(data: list[types.Datum], logprobs: list[torch.Tensor]) -> Any:
+        raise RuntimeError("the user's loss broke")
+
+    custom = training.forward_backward_custom(DATA, raises)
+    waiting = training.optim_step(ADAM)  # submitted before the failure is known
+    with pytest.raises(RuntimeError, match="the user's loss broke"):
+        custom.result(timeout=60)
+    for future in (waiting, training.forward(PROBE, "cross_entropy")):
+        with pytest.raises(errors.ClientPoisonedError, match="the user's loss broke"):
+            future.result(timeout=60)
+    sent = [
+        (r.endpoint, r.seq_id)
+        for r in mock.call(lambda: mock.service.records.records())
+        if r.seq_id is not None and r.body and r.body.get("model_id") == training.model_id
+    ]
+    assert sent == [("/api/v1/forward_backward", 1)]  # the forward phase only, at seq 1
+
+
+@pytest.mark.spec("FUT-9")
+def test_a_result_announced_with_complete_metadata_is_fetched_on_the_next_poll() -> None:
+    with (
+        serve(seed=0, metadata_threshold_bytes=64) as small_results,
+        ServiceClient(base_url=small_results.url, api_key="tml-metadata") as client,
+    ):
+        training = client.create_lora_training_client(MODEL, rank=4, seed=0)
+        out = training.forward(DATA, "cross_entropy").result(timeout=60)
+        polls = [
+            r.body["allow_metadata_only"]
+            for r in small_results.call(lambda: small_results.service.records.records())
+            if r.endpoint == "/api/v1/retrieve_future" and r.request_id is not None
+        ]
+    assert [o["logprobs"].shape for o in out.loss_fn_outputs] == [
+        d.loss_fn_inputs["target_tokens"].shape for d in DATA
+    ]
+    assert polls[-2:] == [True, False]  # announced once, then fetched without the option
+
+
+@pytest.mark.spec("FUT-10", "SEQ-7")
+def test_a_conflict_marked_do_not_retry_is_raised_after_one_attempt(
+    mock: EmbeddedServer, service: ServiceClient
+) -> None:
+    training = service.create_lora_training_client(MODEL, rank=4, seed=0)
+    training.forward(DATA[:1], "cross_entropy").result(timeout=60)  # seq 1
+    reuse = service.transport.forward_backward(
+        training.model_id, 1, DATA[1:2], "cross_entropy", None, False
+    )
+    with pytest.raises(errors.ConflictError):
+        service.loop.run(reuse, timeout=60)
+    attempts = [
+        r
+        for r in mock.call(lambda: mock.service.records.records())
+        if r.body and r.body.get("model_id") == training.model_id and r.seq_id == 1
+    ]
+    assert [r.status for r in attempts] == [200, 409]

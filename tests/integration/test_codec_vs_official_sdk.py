@@ -82,6 +82,7 @@ def _check_requests(driver: OfficialCodecDriver, requests: list[tuple[Any, ...]]
         assert codec.decode_forward_backward_request(raw).data == request[2], context
 
 
+@pytest.mark.spec("WIRE-8")
 @_BATCH
 @given(st.lists(request_cases, min_size=1, max_size=10))
 def test_official_request_bytes_equal_ours_after_deterministic_serialisation(
@@ -90,6 +91,7 @@ def test_official_request_bytes_equal_ours_after_deterministic_serialisation(
     _check_requests(official_codec, requests)
 
 
+@pytest.mark.spec("WIRE-8", "WIRE-9", "WIRE-10")
 def test_corner_case_requests_equal_the_official_encoding(
     official_codec: OfficialCodecDriver,
 ) -> None:
@@ -161,6 +163,7 @@ def _describe_output(output: types.ForwardBackwardOutput) -> dict[str, Any]:
     }
 
 
+@pytest.mark.spec("WIRE-11")
 @_BATCH
 @given(st.lists(gen.forward_backward_outputs(), min_size=1, max_size=10))
 def test_our_forward_backward_outputs_decode_identically_in_the_official_sdk(
@@ -173,6 +176,7 @@ def test_our_forward_backward_outputs_decode_identically_in_the_official_sdk(
         assert json.dumps(ours, sort_keys=True) == json.dumps(official, sort_keys=True), index
 
 
+@pytest.mark.spec("WIRE-11")
 def test_ragged_n_and_nk_outputs_decode_identically_in_the_official_sdk(
     official_codec: OfficialCodecDriver,
 ) -> None:
@@ -253,6 +257,7 @@ def _describe_sample(response: types.SampleResponse) -> dict[str, Any]:
     }
 
 
+@pytest.mark.spec("WIRE-12")
 @_BATCH
 @given(st.lists(gen.sample_responses(), min_size=1, max_size=10))
 def test_our_sample_responses_decode_identically_in_the_official_sdk(
@@ -266,6 +271,7 @@ def test_our_sample_responses_decode_identically_in_the_official_sdk(
         assert json.dumps(ours, sort_keys=True) == json.dumps(official, sort_keys=True), index
 
 
+@pytest.mark.spec("WIRE-12", "SMP-7")
 def test_prompt_logprobs_with_nan_read_as_none_in_the_official_sdk(
     official_codec: OfficialCodecDriver,
 ) -> None:
@@ -286,6 +292,7 @@ def test_prompt_logprobs_with_nan_read_as_none_in_the_official_sdk(
 # ----- JSON shapes: (d) ---------------------------------------------------------------------------
 
 
+@pytest.mark.spec("WIRE-10")
 @_BATCH
 @given(
     st.lists(gen.tensors(), min_size=1, max_size=15),
@@ -353,6 +360,7 @@ def _is_known_sdk_bf16_csr_crash(item: dict[str, Any], error: str) -> bool:
     )
 
 
+@pytest.mark.spec("WIRE-10")
 @_BATCH
 @given(st.lists(raw_inputs(), min_size=1, max_size=30))
 def test_loss_fn_input_conversion_matches_the_official_datum(

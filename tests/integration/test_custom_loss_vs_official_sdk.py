@@ -21,7 +21,7 @@ import torch
 
 from mock_server.custom_loss import CompiledCustomLoss, CustomLossError, compile_custom_loss
 
-pytestmark = pytest.mark.sdk
+pytestmark = [pytest.mark.spec("LOSS-15"), pytest.mark.sdk]
 
 DRIVER = Path(__file__).resolve().parents[1] / "support" / "official_custom_loss_driver.py"
 DATUM_LENGTHS = (5, 1, 8)  # tokens per datum; a 1-token datum catches shape assumptions

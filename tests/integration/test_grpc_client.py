@@ -138,6 +138,7 @@ def tours(mock: EmbeddedServer) -> dict[str, dict[str, Any]]:
     return {transport: tour(mock, transport) for transport in ("http", "grpc")}
 
 
+@pytest.mark.spec("WIRE-16")
 def test_every_rpc_is_reached_through_the_client(
     mock: EmbeddedServer, tours: dict[str, dict[str, Any]]
 ) -> None:
@@ -153,6 +154,7 @@ def test_every_rpc_is_reached_through_the_client(
     assert failed == []
 
 
+@pytest.mark.spec("WIRE-16", "DET-1")
 def test_grpc_and_http_runs_are_bit_identical(tours: dict[str, dict[str, Any]]) -> None:
     http, grpc = tours["http"], tours["grpc"]
     assert grpc.keys() == http.keys()
@@ -166,6 +168,7 @@ def test_grpc_and_http_runs_are_bit_identical(tours: dict[str, dict[str, Any]]) 
     assert http["steps"][1][0]["loss:sum"] < custom_metrics["loss:sum"]
 
 
+@pytest.mark.spec("WIRE-16")
 def test_a_model_made_over_http_trains_over_grpc_in_the_same_order(
     mock: EmbeddedServer,
 ) -> None:
@@ -195,6 +198,7 @@ def test_a_model_made_over_http_trains_over_grpc_in_the_same_order(
         assert made_probe.loss_fn_outputs[0]["logprobs"].tolist() == probe(twin)
 
 
+@pytest.mark.spec("WIRE-16", "CL-11")
 def test_chunked_custom_loss_with_pipelined_optim_step_over_grpc_equals_http(
     tmp_path: Path,
 ) -> None:

@@ -169,6 +169,7 @@ def new_model(api: Api, seed: int) -> str:
     return str(api.result(api.call("CreateModel", create)).create_model.model_id)
 
 
+@pytest.mark.spec("WIRE-16", "WIRE-14")
 def test_each_error_class_maps_like_http_and_changes_nothing(
     api: Api, loop: EventLoopThread
 ) -> None:
@@ -294,6 +295,7 @@ def test_absent_optional_fields_take_the_http_defaults(api: Api) -> None:
     assert api.probe(over_grpc, 3) == api.probe(over_http, 3)
 
 
+@pytest.mark.spec("WIRE-16", "SEQ-5")
 def test_a_retry_over_the_other_transport_is_deduplicated(api: Api) -> None:
     # One dedupe table behind both front ends, and requests that decode to the same typed
     # value: a sample sent over HTTP and resent over gRPC is one request. (temperature 0.7 is
@@ -331,6 +333,7 @@ def test_a_retry_over_the_other_transport_is_deduplicated(api: Api) -> None:
     assert api.result(over_grpc).WhichOneof("outcome") == "sample"
 
 
+@pytest.mark.spec("WIRE-16")
 def test_retrieve_future_long_polls_within_the_callers_deadline(api: Api) -> None:
     model_id = new_model(api, seed=2)
     # seq 2 before seq 1: the optim_step waits for the missing forward_backward.
@@ -434,6 +437,7 @@ def test_every_service_error_class_has_its_documented_code_and_http_status() -> 
         assert trailers["tinker-field"] == "the.field"
 
 
+@pytest.mark.spec("SEQ-6", "WIRE-16")
 @pytest.mark.parametrize("rpc", ["OptimStep", "ForwardBackward"])
 def test_a_malformed_message_with_readable_ids_consumes_its_seq_id(api: Api, rpc: str) -> None:
     model_id = new_model(api, seed=7)

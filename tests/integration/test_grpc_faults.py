@@ -109,6 +109,7 @@ KINDS = {
 }
 
 
+@pytest.mark.spec("DET-5", "WIRE-16")
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("rule", KINDS.values(), ids=KINDS.keys())
 def test_each_fault_kind_over_grpc_ends_bit_identical_with_each_op_applied_once(

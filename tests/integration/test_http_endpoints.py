@@ -8,13 +8,14 @@ import torch
 
 from mock_server.service.config import CLIENT_CONFIG_DEFAULTS
 from tests.integration.conftest import MakeMockApi
-from tests.support.http_api import PROTOBUF, TINY, datum
+from tests.support.http_api import PROTOBUF, TINY, MockApi, datum
 
 pytestmark = pytest.mark.asyncio
 
 TOKENS = [1, 5, 9, 12, 3, 7, 7, 2]
 
 
+@pytest.mark.spec("WIRE-3")
 async def test_client_config_answers_defaults_with_overrides(make_mock_api: MakeMockApi) -> None:
     api = await make_mock_api(client_config_overrides={"fwdbwd_max_chunk_len": 2})
     body = await api.post("client/config", {"sdk_version": "0.38.0"})
@@ -23,6 +24,7 @@ async def test_client_config_answers_defaults_with_overrides(make_mock_api: Make
     assert dynamic["refresh_interval_sec"] == 300
 
 
+@pytest.mark.spec("WIRE-1")
 async def test_capabilities_healthz_and_telemetry(make_mock_api: MakeMockApi) -> None:
     api = await make_mock_api()
     response = await api.client.get("/api/v1/get_server_capabilities", headers=api.headers())
@@ -39,6 +41,42 @@ async def test_capabilities_healthz_and_telemetry(make_mock_api: MakeMockApi) ->
     assert await api.post("telemetry", {"events": []}) == {"status": "accepted"}
 
 
+REQUIRED_ENDPOINTS = [
+    ("POST", path)
+    for path in (
+        "client/config",
+        "create_session",
+        "session_heartbeat",
+        "create_model",
+        "get_info",
+        "forward_backward",
+        "optim_step",
+        "save_weights",
+        "save_weights_for_sampler",
+        "load_weights",
+        "create_sampling_session",
+        "asample",
+        "retrieve_future",
+        "forward",
+        "weights_info",
+    )
+] + [("GET", "get_server_capabilities"), ("GET", "samplers/nope")]
+
+
+@pytest.mark.spec("WIRE-1")
+@pytest.mark.parametrize(("method", "path"), REQUIRED_ENDPOINTS)
+async def test_every_endpoint_of_the_workflow_and_the_json_era_is_served(
+    make_mock_api: MakeMockApi, method: str, path: str
+) -> None:
+    api = await make_mock_api()
+    response = await api.client.request(
+        method, f"/api/v1/{path}", data=b"{}" if method == "POST" else None, headers=api.headers()
+    )
+    body = await response.json()
+    assert response.status != 405 and "no endpoint" not in body.get("detail", ""), body
+
+
+@pytest.mark.spec("WIRE-1")
 async def test_session_lifecycle(make_mock_api: MakeMockApi) -> None:
     api = await make_mock_api()
     session = await api.session()
@@ -52,6 +90,7 @@ async def test_session_lifecycle(make_mock_api: MakeMockApi) -> None:
     await api.post("create_model", body, status=409)
 
 
+@pytest.mark.spec("WIRE-4")
 async def test_create_model_and_get_info(make_mock_api: MakeMockApi) -> None:
     api = await make_mock_api()
     session = await api.session()
@@ -69,6 +108,7 @@ async def test_create_model_and_get_info(make_mock_api: MakeMockApi) -> None:
     assert (info["model_id"], info["lora_rank"], info["is_lora"]) == (f"{session}:train:0", 3, True)
 
 
+@pytest.mark.spec("DET-1", "WIRE-4")
 async def test_same_seed_and_requests_give_the_same_ids_and_weights(
     make_mock_api: MakeMockApi,
 ) -> None:
@@ -86,6 +126,7 @@ async def test_same_seed_and_requests_give_the_same_ids_and_weights(
     assert other_model != runs[0][0]  # ids depend on the seed
 
 
+@pytest.mark.spec("FUT-1", "FUT-5", "LOSS-2", "LOSS-4", "LOSS-21", "LOSS-22")
 async def test_forward_backward_protobuf_result(make_mock_api: MakeMockApi) -> None:
     api = await make_mock_api()
     model = await api.model()
@@ -103,6 +144,7 @@ async def test_forward_backward_protobuf_result(make_mock_api: MakeMockApi) -> N
     np.testing.assert_array_equal(elementwise, -(logprobs[1] * np.array([0.5, 0, 2], np.float32)))
 
 
+@pytest.mark.spec("LOSS-8", "OPT-6", "OPT-8")
 async def test_forward_only_accumulates_nothing_and_optim_step_applies(
     make_mock_api: MakeMockApi,
 ) -> None:
@@ -122,6 +164,7 @@ async def test_forward_only_accumulates_nothing_and_optim_step_applies(
     assert api.digest(model) != start
 
 
+@pytest.mark.spec("OPT-2")
 async def test_optim_params_alias_is_accepted(make_mock_api: MakeMockApi) -> None:
     api = await make_mock_api()
     model = await api.model()
@@ -131,6 +174,7 @@ async def test_optim_params_alias_is_accepted(make_mock_api: MakeMockApi) -> Non
     assert result["metrics"]["optimizer_step:sum"] == 1.0
 
 
+@pytest.mark.spec("WIRE-8")
 async def test_zstd_body_gives_the_same_result(make_mock_api: MakeMockApi) -> None:
     api = await make_mock_api()
     plain_model, zstd_model = await api.model(), await api.model()
@@ -143,6 +187,7 @@ async def test_zstd_body_gives_the_same_result(make_mock_api: MakeMockApi) -> No
     assert record[0].headers["content-encoding"] == "zstd"
 
 
+@pytest.mark.spec("WIRE-5", "WIRE-6", "WIRE-7")
 async def test_json_era_forward_and_forward_backward(make_mock_api: MakeMockApi) -> None:
     api = await make_mock_api()
     model = await api.model()
@@ -177,6 +222,7 @@ async def test_json_era_forward_and_forward_backward(make_mock_api: MakeMockApi)
     assert "loss:sum" in (await api.result(submitted["request_id"]))["metrics"]
 
 
+@pytest.mark.spec("CKPT-1", "CKPT-2", "CKPT-3", "CKPT-8")
 async def test_save_and_load_weights_both_addressing_modes(make_mock_api: MakeMockApi) -> None:
     api = await make_mock_api()
     session = await api.session()
@@ -213,6 +259,7 @@ async def test_save_and_load_weights_both_addressing_modes(make_mock_api: MakeMo
     assert fresh.optimizer_state().tensors == {}  # ... and no Adam state
 
 
+@pytest.mark.spec("CKPT-5", "SMP-2", "SMP-7", "FUT-5")
 async def test_sampler_weights_sessions_and_samples(make_mock_api: MakeMockApi) -> None:
     api = await make_mock_api()
     session = await api.session()
@@ -260,6 +307,7 @@ async def test_sampler_weights_sessions_and_samples(make_mock_api: MakeMockApi) 
     assert [s["tokens"] for s in as_json["sequences"]] == [s.tokens for s in a.sequences]
 
 
+@pytest.mark.spec("SMP-1", "SMP-8")
 async def test_base_model_sampler_and_join(make_mock_api: MakeMockApi) -> None:
     api = await make_mock_api()
     session = await api.session()
@@ -291,6 +339,7 @@ async def test_base_model_sampler_and_join(make_mock_api: MakeMockApi) -> None:
     assert target.data[0] == pytest.approx(output.prompt_logprobs[1], abs=0)
 
 
+@pytest.mark.spec("FUT-2")
 async def test_retrieve_long_polls_then_answers_try_again(make_mock_api: MakeMockApi) -> None:
     api = await make_mock_api(long_poll_seconds=0.3, seq_gap_timeout_seconds=30)
     model = await api.model()
@@ -301,6 +350,7 @@ async def test_retrieve_long_polls_then_answers_try_again(make_mock_api: MakeMoc
     assert b'"type":"try_again"' in body and b'"queue_state":"active"' in body
 
 
+@pytest.mark.spec("FUT-3")
 async def test_complete_metadata_is_sent_once_for_large_results(
     make_mock_api: MakeMockApi,
 ) -> None:
@@ -315,6 +365,48 @@ async def test_complete_metadata_is_sent_once_for_large_results(
     assert content_type == PROTOBUF  # never announced twice
 
 
+@pytest.mark.spec("FUT-3")
+async def test_complete_metadata_is_never_sent_to_a_poll_that_does_not_allow_it(
+    make_mock_api: MakeMockApi,
+) -> None:
+    api = await make_mock_api(metadata_threshold_bytes=16)
+    model = await api.model()
+    submitted = await api.forward_backward(model, 1, [datum(TOKENS)])
+    await api.forward_output(submitted["request_id"])
+    api.service.ctx.futures.get(submitted["request_id"]).metadata_sent = False
+    status, content_type, _ = await api.poll(
+        submitted["request_id"], PROTOBUF, allow_metadata_only=False
+    )
+    assert (status, content_type) == (200, PROTOBUF)  # the payload, not an announcement
+
+
+@pytest.mark.spec("SMP-3")
+async def test_samples_without_a_seed_are_drawn_the_same_on_a_rerun_of_the_scenario(
+    make_mock_api: MakeMockApi,
+) -> None:
+    async def draw(api: MockApi) -> list[list[int]]:
+        session = await api.session()
+        body = {"session_id": session, "sampling_session_seq_id": 0, "base_model": TINY}
+        sampler = (await api.post("create_sampling_session", body))["sampling_session_id"]
+        tokens = []
+        for seq_id in (0, 1):
+            sample = {
+                "sampling_session_id": sampler,
+                "seq_id": seq_id,
+                "num_samples": 2,
+                "prompt": {"chunks": [{"tokens": [4, 5, 6], "type": "encoded_text"}]},
+                "sampling_params": {"max_tokens": 8, "temperature": 1.0, "stop": []},
+            }
+            output = await api.sample_output((await api.post("asample", sample))["request_id"])
+            tokens += [s.tokens for s in output.sequences]
+        return tokens
+
+    first, rerun = await draw(await make_mock_api()), await draw(await make_mock_api())
+    assert first == rerun
+    assert first[:2] != first[2:]  # another seq_id, another derived seed
+
+
+@pytest.mark.spec("FUT-4", "CKPT-6", "CKPT-7", "SEQ-8")
 async def test_failed_future_is_request_failed_with_category(make_mock_api: MakeMockApi) -> None:
     api = await make_mock_api()
     model = await api.model()
@@ -330,6 +422,7 @@ async def test_failed_future_is_request_failed_with_category(make_mock_api: Make
     await api.forward_output(after["request_id"])
 
 
+@pytest.mark.spec("FUT-8")
 async def test_cancel_future(make_mock_api: MakeMockApi) -> None:
     api = await make_mock_api()
     model = await api.model()
@@ -338,6 +431,7 @@ async def test_cancel_future(make_mock_api: MakeMockApi) -> None:
     await api.forward_output(submitted["request_id"])  # training ops are not cancelled
 
 
+@pytest.mark.spec("LOSS-15")
 async def test_server_side_custom_loss(make_mock_api: MakeMockApi) -> None:
     api = await make_mock_api()
     session = await api.session()
@@ -413,6 +507,7 @@ async def test_server_side_custom_loss(make_mock_api: MakeMockApi) -> None:
     assert grads and all(torch.isfinite(g).all() for g in grads.values())
 
 
+@pytest.mark.spec("WIRE-2")
 async def test_jwt_mode(make_mock_api: MakeMockApi) -> None:
     api = await make_mock_api(client_config_overrides={"pjwt_auth_enabled": True})
     assert (await api.post("client/config", {}))["pjwt_auth_enabled"] is True
@@ -444,6 +539,7 @@ async def test_request_record_keeps_what_arrived(make_mock_api: MakeMockApi) -> 
     assert record["status"] == 200
 
 
+@pytest.mark.spec("WIRE-6")
 async def test_weights_info_and_json_era_forward_leniency(make_mock_api: MakeMockApi) -> None:
     api = await make_mock_api()
     model = await api.create_model(await api.session(), rank=3)

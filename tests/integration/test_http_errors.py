@@ -45,6 +45,7 @@ async def assert_next_seq_runs(api: MockApi, model: str, seq_id: int) -> None:
 # ----- 400 -----
 
 
+@pytest.mark.spec("WIRE-13", "WIRE-14")
 async def test_400_malformed_protobuf_names_the_message(make_mock_api: MakeMockApi) -> None:
     api = await make_mock_api()
     model = await trained_model(api)
@@ -57,6 +58,7 @@ async def test_400_malformed_protobuf_names_the_message(make_mock_api: MakeMockA
     assert api.digest(model) == before
 
 
+@pytest.mark.spec("WIRE-13")
 async def test_400_missing_json_field_and_bad_json(make_mock_api: MakeMockApi) -> None:
     api = await make_mock_api()
     session = await api.session()
@@ -74,6 +76,7 @@ async def test_400_missing_json_field_and_bad_json(make_mock_api: MakeMockApi) -
     assert status == 400 and body["field"] == "body" and "not valid JSON" in body["detail"]
 
 
+@pytest.mark.spec("SEQ-4")
 async def test_400_seq_id_zero_is_reserved_for_creation(make_mock_api: MakeMockApi) -> None:
     api = await make_mock_api()
     model = await trained_model(api)
@@ -86,6 +89,7 @@ async def test_400_seq_id_zero_is_reserved_for_creation(make_mock_api: MakeMockA
 # ----- 401 / 403 -----
 
 
+@pytest.mark.spec("WIRE-2", "WIRE-13")
 async def test_401_without_or_with_a_malformed_key(make_mock_api: MakeMockApi) -> None:
     api = await make_mock_api()
     status, body, headers = await raw_post(api, "create_session", b"{}", {})
@@ -95,6 +99,7 @@ async def test_401_without_or_with_a_malformed_key(make_mock_api: MakeMockApi) -
     assert status == 401 and "tml-" in body["detail"]
 
 
+@pytest.mark.spec("WIRE-2")
 async def test_api_keys_file_admits_listed_keys_and_isolates_sessions(
     make_mock_api: MakeMockApi, tmp_path: Path
 ) -> None:
@@ -122,6 +127,7 @@ async def test_api_keys_file_admits_listed_keys_and_isolates_sessions(
 # ----- 404 -----
 
 
+@pytest.mark.spec("WIRE-13", "FUT-7")
 async def test_404_unknown_model_session_future_sampler_and_route(
     make_mock_api: MakeMockApi,
 ) -> None:
@@ -143,6 +149,7 @@ async def test_404_unknown_model_session_future_sampler_and_route(
 # ----- 409 -----
 
 
+@pytest.mark.spec("SEQ-7", "WIRE-13")
 async def test_409_same_seq_id_with_a_different_body(make_mock_api: MakeMockApi) -> None:
     api = await make_mock_api()
     model = await trained_model(api)
@@ -162,6 +169,7 @@ async def test_409_same_seq_id_with_a_different_body(make_mock_api: MakeMockApi)
 # ----- 410 -----
 
 
+@pytest.mark.spec("FUT-7")
 async def test_410_expired_future(make_mock_api: MakeMockApi) -> None:
     api = await make_mock_api(result_grace_seconds=0.01)
     model = await api.model()
@@ -176,6 +184,7 @@ async def test_410_expired_future(make_mock_api: MakeMockApi) -> None:
 # ----- 413 -----
 
 
+@pytest.mark.spec("WIRE-13")
 async def test_413_oversized_body(make_mock_api: MakeMockApi) -> None:
     api = await make_mock_api(max_body_bytes=2000)
     model = await api.model()
@@ -186,6 +195,7 @@ async def test_413_oversized_body(make_mock_api: MakeMockApi) -> None:
     assert api.digest(model) == before
 
 
+@pytest.mark.spec("WIRE-13")
 async def test_413_zstd_bomb(make_mock_api: MakeMockApi) -> None:
     api = await make_mock_api(max_decompressed_bytes=1_000_000)
     model = await api.model()
@@ -205,6 +215,7 @@ async def test_413_zstd_bomb(make_mock_api: MakeMockApi) -> None:
 # ----- 415 -----
 
 
+@pytest.mark.spec("WIRE-5", "WIRE-13")
 async def test_415_wrong_content_type_or_encoding(make_mock_api: MakeMockApi) -> None:
     api = await make_mock_api()
     model = await api.model()
@@ -229,6 +240,7 @@ async def test_415_wrong_content_type_or_encoding(make_mock_api: MakeMockApi) ->
 # ----- 422 -----
 
 
+@pytest.mark.spec("SEQ-6", "LOSS-17", "LOSS-19", "WIRE-14")
 @pytest.mark.parametrize(
     ("data", "loss_fn", "field", "detail"),
     [
@@ -265,6 +277,7 @@ async def test_422_invalid_forward_backward_consumes_seq_and_changes_nothing(
     assert api.digest(model) == before
 
 
+@pytest.mark.spec("OPT-7", "CKPT-9", "SEQ-6")
 async def test_422_other_invalid_requests(make_mock_api: MakeMockApi) -> None:
     api = await make_mock_api()
     session = await api.session()
@@ -339,6 +352,7 @@ def _malformed_bodies(model: str) -> dict[str, tuple[str, bytes, str, str]]:
     }
 
 
+@pytest.mark.spec("SEQ-6")
 @pytest.mark.parametrize(
     "layer",
     ["json field type", "json missing field", "json-era datums", "protobuf body", "service"],
@@ -362,6 +376,7 @@ async def test_a_malformed_request_with_readable_ids_consumes_its_seq_id(
     assert body["field"] == "seq_id"
 
 
+@pytest.mark.spec("SEQ-6")
 async def test_a_malformed_request_without_readable_ids_consumes_nothing(
     make_mock_api: MakeMockApi,
 ) -> None:

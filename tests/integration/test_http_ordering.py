@@ -22,6 +22,7 @@ async def run_in_order(api: MockApi, model: str) -> None:
     await api.result((await api.optim_step(model, len(BATCHES) + 1))["request_id"])
 
 
+@pytest.mark.spec("SEQ-2", "SEQ-3")
 async def test_chunks_arriving_first_last_execute_in_seq_order(
     make_mock_api: MakeMockApi,
 ) -> None:
@@ -46,6 +47,7 @@ async def test_chunks_arriving_first_last_execute_in_seq_order(
     assert arrivals == [3, 2, 1]
 
 
+@pytest.mark.spec("SEQ-5")
 async def test_retried_forward_backward_is_applied_once(make_mock_api: MakeMockApi) -> None:
     api = await make_mock_api()
     reference, model = await api.model(seed=4), await api.model(seed=4)
@@ -67,6 +69,7 @@ async def test_retried_forward_backward_is_applied_once(make_mock_api: MakeMockA
     assert api.digest(model) == api.digest(reference)
 
 
+@pytest.mark.spec("SEQ-3")
 async def test_pipelined_optim_step_runs_after_the_backward(make_mock_api: MakeMockApi) -> None:
     api = await make_mock_api()
     reference, model = await api.model(seed=6), await api.model(seed=6)
@@ -83,6 +86,7 @@ async def test_pipelined_optim_step_runs_after_the_backward(make_mock_api: MakeM
     assert api.digest(model) == api.digest(reference)
 
 
+@pytest.mark.spec("SEQ-9")
 async def test_gap_that_never_fills_fails_the_waiting_ops(make_mock_api: MakeMockApi) -> None:
     api = await make_mock_api(seq_gap_timeout_seconds=0.2)
     model = await api.model()
@@ -98,6 +102,7 @@ async def test_gap_that_never_fills_fails_the_waiting_ops(make_mock_api: MakeMoc
     await api.forward_output(after["request_id"])
 
 
+@pytest.mark.spec("SEQ-5", "SEQ-7", "SMP-2")
 async def test_retried_create_model_and_sample_are_deduplicated(
     make_mock_api: MakeMockApi,
 ) -> None:

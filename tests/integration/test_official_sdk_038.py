@@ -67,6 +67,7 @@ def sdk_run(official_sdk_38: Path) -> dict[str, Any]:
     return result
 
 
+@pytest.mark.spec("CL-13", "WIRE-4")
 @pytest.mark.sdk
 @pytest.mark.parametrize("server", ["plain", "chunked"])
 def test_training_workflow(sdk_run: dict[str, Any], server: str) -> None:
@@ -84,6 +85,7 @@ def test_training_workflow(sdk_run: dict[str, Any], server: str) -> None:
     assert metrics["loss:sum"] == custom[-1]
 
 
+@pytest.mark.spec("CKPT-2", "CKPT-3", "CKPT-8")
 @pytest.mark.sdk
 @pytest.mark.parametrize("server", ["plain", "chunked"])
 def test_checkpoints(sdk_run: dict[str, Any], server: str) -> None:
@@ -99,6 +101,7 @@ def test_checkpoints(sdk_run: dict[str, Any], server: str) -> None:
     assert run["after_load_state"] == run["after_training"]
 
 
+@pytest.mark.spec("SMP-2", "SMP-3", "SMP-7")
 @pytest.mark.sdk
 @pytest.mark.parametrize("server", ["plain", "chunked"])
 def test_sampling(sdk_run: dict[str, Any], server: str) -> None:
@@ -112,6 +115,7 @@ def test_sampling(sdk_run: dict[str, Any], server: str) -> None:
     assert run["compute_logprobs"][1:] == run["training_view"]
 
 
+@pytest.mark.spec("SEQ-3", "LOSS-6")
 @pytest.mark.sdk
 def test_chunked_run_equals_the_unchunked_run(sdk_run: dict[str, Any]) -> None:
     plain, chunked = sdk_run["plain"], sdk_run["chunked"]
@@ -128,6 +132,7 @@ def test_chunked_run_equals_the_unchunked_run(sdk_run: dict[str, Any]) -> None:
     assert max(diffs) <= 1e-6
 
 
+@pytest.mark.spec("SEQ-3", "WIRE-8")
 @pytest.mark.sdk
 def test_chunked_server_saw_first_chunk_last_and_zstd(sdk_run: dict[str, Any]) -> None:
     records = [r for r in sdk_run["chunked_records"] if r["endpoint"] == "/api/v1/forward_backward"]
@@ -143,6 +148,7 @@ def test_chunked_server_saw_first_chunk_last_and_zstd(sdk_run: dict[str, Any]) -
     assert all("content-encoding" not in r["headers"] for r in plain_fb)
 
 
+@pytest.mark.spec("DET-4")
 @pytest.mark.sdk
 def test_custom_loss_identity_is_bit_exact(sdk_run: dict[str, Any]) -> None:
     identity = sdk_run["identity"]
@@ -150,6 +156,7 @@ def test_custom_loss_identity_is_bit_exact(sdk_run: dict[str, Any]) -> None:
     assert close(identity["custom_loss"], identity["ce_loss"])
 
 
+@pytest.mark.spec("LOSS-15")
 @pytest.mark.sdk
 def test_server_side_custom_loss_matches_the_client_side_path(sdk_run: dict[str, Any]) -> None:
     server_side = sdk_run["server_side"]
@@ -216,6 +223,7 @@ def _datum(text: bytes) -> Datum:
     )
 
 
+@pytest.mark.spec("SEQ-5")
 def test_retried_forward_backward_is_applied_once_by_a_real_server() -> None:
     train = [_datum(b"retries must not double count"), _datum(b"second datum")]
     fresh = [_datum(b"held-out evaluation text")]

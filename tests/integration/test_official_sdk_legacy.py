@@ -55,6 +55,7 @@ def legacy_runs() -> dict[str, Any]:
     return runs
 
 
+@pytest.mark.spec("WIRE-6", "WIRE-7", "WIRE-18", "SMP-7")
 @pytest.mark.parametrize("version", VERSIONS)
 def test_workflow(legacy_runs: dict[str, Any], version: str) -> None:
     run = legacy_runs[version]
@@ -71,6 +72,7 @@ def test_workflow(legacy_runs: dict[str, Any], version: str) -> None:
     assert run["compute_logprobs"][1:] == run["training_view"]
 
 
+@pytest.mark.spec("WIRE-5", "WIRE-6", "OPT-2", "DET-1")
 def test_every_era_trains_the_same_model(legacy_runs: dict[str, Any]) -> None:
     """Same seeds, same data: the wire format must not change a single bit of the result."""
     reference = legacy_runs[VERSIONS[0]]
@@ -85,6 +87,7 @@ def _requests_of(legacy_runs: dict[str, Any], version: str) -> list[dict[str, An
     return [r for r in legacy_runs["records"] if r["headers"].get("user-agent") == agent]
 
 
+@pytest.mark.spec("WIRE-3", "WIRE-6")
 def test_each_era_spoke_its_own_wire(legacy_runs: dict[str, Any]) -> None:
     old = _requests_of(legacy_runs, "0.15.0")
     assert not any(r["endpoint"].endswith("client/config") for r in old)  # 0.15 never asks

@@ -107,6 +107,7 @@ def recording(loss_fn: Any, seen: list[torch.Tensor]) -> Any:
     return wrapped
 
 
+@pytest.mark.spec("CL-4", "CL-7")
 @given(batch=datums(), permutation_seed=st.integers(0, 2**16))
 def test_weights_sent_for_each_datum_are_minus_its_own_gradient_in_any_order(
     mock: EmbeddedServer, training: TrainingClient, batch: list[types.Datum], permutation_seed: int
@@ -151,6 +152,7 @@ def metric_keys() -> st.SearchStrategy[Any]:
     )
 
 
+@pytest.mark.spec("CL-13", "CL-14")
 @given(
     metrics=st.dictionaries(metric_keys(), metric_values(), max_size=6).filter(
         lambda d: len({str(k) for k in d}) == len(d)  # distinct once stringified
@@ -219,6 +221,7 @@ def mean_nll(
     return -torch.cat(logprobs).mean(), {}
 
 
+@pytest.mark.spec("DET-4", "CL-11")
 @given(batch=datums(max_size=4), loss=st.sampled_from(["linear", "mean_nll"]))
 def test_custom_loss_then_optim_step_equals_the_builtin_loss_bit_for_bit(
     service: ServiceClient, batch: list[types.Datum], loss: str
@@ -229,7 +232,7 @@ def test_custom_loss_then_optim_step_equals_the_builtin_loss_bit_for_bit(
     if loss == "linear":
         loss_fn, builtin_data = linear_loss, batch
     else:
-        # mean NLL over all N target tokens == cross_entropy with weights 1/N (spec §3).
+        # mean NLL over all N target tokens == cross_entropy with weights 1/N (spec DET-4).
         n = sum(d.model_input.length for d in batch)
         loss_fn = mean_nll
         builtin_data = [

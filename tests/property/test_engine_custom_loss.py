@@ -1,16 +1,17 @@
 """Custom-loss training through the engine: the chain-rule identity and the sum semantics it needs.
 
-Spec losses-and-custom-loss.md §3.3: a forward pass gives logprobs l, the client computes
+The identity of spec/custom-loss.md: a forward pass gives logprobs l, the client computes
 g = dC/dl, and a cross-entropy pass with weights -g accumulates exactly dC/dtheta, provided
 the server's cross-entropy is linear and unnormalised. In a deterministic float32 engine the
 result is bit-identical to direct autograd, so most assertions here are `torch.equal`.
-Rows of spec §6 covered: 1, 2, 6, 7, 8, 11, 16 (forward_backward_per_datum).
+Clauses checked: DET-4, LOSS-4, LOSS-5, LOSS-6, LOSS-9, OPT-3, LOSS-15 (forward_backward_per_datum).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given
@@ -81,6 +82,7 @@ def decision_loss(batch: Batch, kind: str, last_row_only: bool) -> CustomLoss:
 # ----- 1. chain-rule identity -----
 
 
+@pytest.mark.spec("DET-4", "CL-7", "LOSS-9")
 @given(
     base_model=st.sampled_from(TEST_MODELS),
     data=st.data(),
@@ -103,6 +105,7 @@ def test_custom_dpo_gradient_is_bitwise_the_direct_autograd_gradient(base_model,
         assert torch.equal(out["logprobs"], lp)
 
 
+@pytest.mark.spec("DET-4", "LOSS-7", "LOSS-9")
 @given(
     base_model=st.sampled_from(TEST_MODELS),
     data=st.data(),
@@ -129,6 +132,7 @@ def test_custom_multi_target_loss_gradient_is_bitwise_the_direct_autograd_gradie
 # ----- 2. custom mean-NLL == cross_entropy with weights 1/N == local AdamW on autograd -----
 
 
+@pytest.mark.spec("DET-4", "LOSS-4", "OPT-1")
 @given(base_model=st.sampled_from(TEST_MODELS), data=st.data(), lr=st.floats(1e-4, 1e-1))
 def test_custom_mean_nll_step_equals_cross_entropy_with_weights_one_over_n_and_local_adamw(
     base_model, data, lr
@@ -171,6 +175,7 @@ def test_custom_mean_nll_step_equals_cross_entropy_with_weights_one_over_n_and_l
 # ----- 3. linearity in the weights -----
 
 
+@pytest.mark.spec("LOSS-5", "LOSS-9")
 @given(base_model=st.sampled_from(TEST_MODELS), data=st.data())
 def test_gradient_of_four_times_the_weights_is_exactly_four_times_the_gradient(base_model, data):
     model = warm_model(base_model)
@@ -185,6 +190,7 @@ def test_gradient_of_four_times_the_weights_is_exactly_four_times_the_gradient(b
     assert_grads_equal(grads(other), {name: 4 * g for name, g in grads(model).items()})
 
 
+@pytest.mark.spec("LOSS-6")
 @given(base_model=st.sampled_from(TEST_MODELS), data=st.data())
 def test_gradients_of_two_calls_accumulate_as_a_sum(base_model, data):
     accumulated = warm_model(base_model)
@@ -203,6 +209,7 @@ def test_gradients_of_two_calls_accumulate_as_a_sum(base_model, data):
 # ----- 4. zero weights -----
 
 
+@pytest.mark.spec("LOSS-5")
 @given(
     base_model=st.sampled_from(TEST_MODELS),
     data=st.data(),
@@ -235,6 +242,7 @@ def test_zero_weights_give_zero_loss_and_leave_parameters_bit_identical_after_ad
 # ----- 5. permutation of datums -----
 
 
+@pytest.mark.spec("LOSS-2", "LOSS-4")
 @given(base_model=st.sampled_from(TEST_MODELS), data=st.data())
 def test_permuting_datums_permutes_outputs_bitwise_and_keeps_the_gradient(base_model, data):
     model = warm_model(base_model)
@@ -287,6 +295,7 @@ def _update_error(model, batch: Batch, weights: list[Tensor], eta: float, refere
     return worst
 
 
+@pytest.mark.spec("OPT-3")
 @given(base_model=st.sampled_from(TEST_MODELS), data=st.data(), eta=st.sampled_from([0.3, 1.0]))
 def test_sgd_emulating_adam_moves_parameters_by_minus_eta_times_the_gradient(base_model, data, eta):
     model = warm_model(base_model)
@@ -299,6 +308,7 @@ def test_sgd_emulating_adam_moves_parameters_by_minus_eta_times_the_gradient(bas
     assert _update_error(model, batch, weights, eta, gradient) <= SGD_TOLERANCE
 
 
+@pytest.mark.spec("OPT-3", "LOSS-4")
 @given(base_model=st.sampled_from(TEST_MODELS), data=st.data())
 def test_sgd_emulation_exposes_a_divide_by_token_count_bug_that_default_adam_hides(
     base_model, data
@@ -344,6 +354,7 @@ def _weighted_nll(logprobs: Tensor, inputs: Mapping[str, Tensor]) -> DatumLossRe
     )
 
 
+@pytest.mark.spec("LOSS-15")
 @given(base_model=st.sampled_from(TEST_MODELS), data=st.data())
 def test_per_datum_loss_sums_losses_reduces_metrics_and_matches_the_builtin_gradient(
     base_model, data

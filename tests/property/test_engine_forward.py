@@ -1,7 +1,8 @@
-"""The forward pass: causality, prefix invariance, forward_only (spec §5 items 2-3, §6 row 13)."""
+"""The forward pass: causality, prefix invariance, forward_only (spec LOSS-3, LOSS-8)."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
@@ -16,6 +17,7 @@ from tests.support.engine_data import (
 )
 
 
+@pytest.mark.spec("LOSS-3")
 @given(base_model=st.sampled_from(TEST_MODELS), data=st.data())
 def test_appending_tokens_leaves_earlier_logprobs_unchanged_to_float32_rounding(base_model, data):
     """Prefix invariance: logprobs of a prefix equal the first positions of the full sequence.
@@ -47,6 +49,7 @@ def test_appending_tokens_leaves_earlier_logprobs_unchanged_to_float32_rounding(
     torch.testing.assert_close(full[:n], prefix, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.spec("LOSS-3")
 @given(base_model=st.sampled_from(TEST_MODELS), data=st.data())
 def test_changing_a_later_token_leaves_earlier_logprobs_bitwise_unchanged(base_model, data):
     """Causality of one fixed-length computation: position t reads only tokens <= t.
@@ -79,6 +82,7 @@ def test_changing_a_later_token_leaves_earlier_logprobs_bitwise_unchanged(base_m
     assert not torch.equal(after[j:], before[j:])  # the change is visible from position j on
 
 
+@pytest.mark.spec("LOSS-8")
 @given(base_model=st.sampled_from(TEST_MODELS), data=st.data())
 def test_forward_only_accumulates_no_gradient_and_matches_forward_backward_logprobs(
     base_model, data

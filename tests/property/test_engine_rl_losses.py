@@ -1,6 +1,6 @@
 """The RL losses: closed-form gradients, clipping, and client re-implementations via custom loss.
 
-Spec losses-and-custom-loss.md §1.2 (per token, r = exp(l - q), A = advantages):
+Spec LOSS-10 to LOSS-14 (per token, r = exp(l - q), A = advantages):
 
     importance_sampling  L = -r A                           dL/dl = -A r
     ppo                  L = -min(r A, clamp(r, lo, hi) A)  -A r if the unclipped branch is
@@ -11,8 +11,8 @@ Spec losses-and-custom-loss.md §1.2 (per token, r = exp(l - q), A = advantages)
 
 The unclipped branch is selected when A > 0 and r <= hi, or A < 0 and r >= lo; clamp is
 inclusive. Thresholds default to 0.8 / 1.2 and come from loss_fn_config or, per token, from
-the clip_*_threshold inputs. Rows of spec §6 covered: 3, 4 and the "further tests" on clip
-boundaries and GSPO.
+the clip_*_threshold inputs (LOSS-16). Also checked: clip boundaries, GSPO with a one-token mask,
+and client re-implementations through the custom-loss path (DET-4).
 """
 
 from __future__ import annotations
@@ -162,6 +162,7 @@ def client_loss(name: str, rl: RlInputs) -> CustomLoss:
 # ----- closed forms vs the engine's elementwise functions -----
 
 
+@pytest.mark.spec("LOSS-10", "LOSS-11", "LOSS-12", "LOSS-13", "LOSS-14")
 @pytest.mark.parametrize("name", RL_LOSSES)
 @given(
     seed=st.integers(0, 2**32 - 1),
@@ -223,6 +224,7 @@ BOUNDS = {
 }
 
 
+@pytest.mark.spec("LOSS-11", "LOSS-14")
 @pytest.mark.parametrize("name", ["ppo", "gspo"])
 @pytest.mark.parametrize("mode", THRESHOLD_MODES)
 def test_clipped_gradient_is_zero_just_outside_the_bounds_and_full_just_inside(name, mode):
@@ -244,6 +246,7 @@ def test_clipped_gradient_is_zero_just_outside_the_bounds_and_full_just_inside(n
         ), (lp.item(), adv)
 
 
+@pytest.mark.spec("LOSS-11", "LOSS-14")
 @pytest.mark.parametrize("name", ["ppo", "gspo"])
 @pytest.mark.parametrize("mode", THRESHOLD_MODES)
 def test_clipped_loss_value_at_the_bounds_is_minus_ratio_times_advantage(name, mode):
@@ -262,6 +265,7 @@ def test_clipped_loss_value_at_the_bounds_is_minus_ratio_times_advantage(name, m
 BOUNDARY_SIDES = [("high", 1.0), ("low", -1.0)]  # the side where r == bound keeps the gradient
 
 
+@pytest.mark.spec("LOSS-11", "LOSS-14")
 @pytest.mark.parametrize(
     ("name", "mode", "side", "adv"),
     [
@@ -276,6 +280,7 @@ def test_clipped_gradient_exactly_at_a_bound_is_the_full_unclipped_gradient(name
     assert _gradient_at(name, lp, adv, config, per_token) == pytest.approx(expected, rel=1e-6)
 
 
+@pytest.mark.spec("LOSS-16", "LOSS-18")
 @pytest.mark.parametrize("name", CLIPPED_LOSSES)
 def test_clip_thresholds_come_from_loss_fn_config_and_per_token_inputs_override_them(name):
     lp, adv = _logprob_for_ratio(1.1), 1.0  # r = 1.1: inside the default range
@@ -290,6 +295,7 @@ def test_clip_thresholds_come_from_loss_fn_config_and_per_token_inputs_override_
     assert per_token == pytest.approx(-r, rel=1e-6)
 
 
+@pytest.mark.spec("LOSS-13")
 def test_dro_without_beta_is_rejected_with_an_error_naming_beta():
     model = warm_model()
     tokens = torch.tensor([1, 2, 3])
@@ -308,6 +314,7 @@ def test_dro_without_beta_is_rejected_with_an_error_naming_beta():
     assert not model.has_gradient()
 
 
+@pytest.mark.spec("LOSS-14")
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 10), data=st.data())
 def test_gspo_with_a_one_token_mask_is_ppo_on_that_token(seed, n, data):
     j = data.draw(st.integers(0, n - 1), label="masked token")
@@ -332,6 +339,7 @@ def test_gspo_with_a_one_token_mask_is_ppo_on_that_token(seed, n, data):
     torch.testing.assert_close(gspo_grad, expected, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.spec("LOSS-14")
 @given(base_model=st.sampled_from(TEST_MODELS), data=st.data())
 def test_gspo_with_a_one_token_mask_has_the_ppo_parameter_gradient_of_that_token(base_model, data):
     model = warm_model(base_model)
@@ -360,6 +368,7 @@ def test_gspo_with_a_one_token_mask_has_the_ppo_parameter_gradient_of_that_token
 # ----- end to end: client re-implementation via the custom path == built-in -----
 
 
+@pytest.mark.spec("DET-4")
 @pytest.mark.parametrize("name", RL_LOSSES)
 @given(
     base_model=st.sampled_from(TEST_MODELS),
@@ -387,6 +396,7 @@ def _rl_datums(batch: Batch, rl: RlInputs):
     return batch.datums(**{key: [inputs[key] for inputs in rl.inputs] for key in keys})
 
 
+@pytest.mark.spec("LOSS-10", "LOSS-11", "LOSS-12", "LOSS-13", "LOSS-14")
 @given(base_model=st.sampled_from(TEST_MODELS), data=st.data())
 def test_on_policy_rl_losses_have_the_cross_entropy_gradient_with_weights_equal_to_advantages(
     base_model, data

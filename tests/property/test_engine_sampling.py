@@ -1,15 +1,16 @@
-"""Sampling: seeded reproducibility, greedy decoding, stop conditions, and logprob parity with
-the training forward (spec §5 item 5: a sampler snapshot reproduces training logprobs bitwise)."""
+"""Sampling: seeded reproducibility, filters, stop conditions, and logprob parity with the
+training forward (spec SMP-6, SMP-7: a sampler snapshot reproduces training logprobs bitwise)."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from torch import Tensor
 
 from mock_server.engine import AdamConfig, DatumInput, SampleSpec, derive_seed
-from mock_server.engine.model import target_logprobs
+from mock_server.engine.model import OutputHead, target_logprobs
 from mock_server.engine.sampling import _candidates, _draw, _nucleus
 from mock_server.engine.tokenizer import decode_bytes
 from tests.support.engine_data import (
@@ -17,6 +18,7 @@ from tests.support.engine_data import (
     TINY_64,
     TINY_512,
     TINY_BYTES,
+    fresh_model,
     make_batch,
     shared_engine,
     warm_model,
@@ -36,6 +38,7 @@ def _forward_only_logprobs(model, tokens: Tensor, targets: Tensor) -> Tensor:
 prompts = st.tuples(st.integers(0, 2**32 - 1), st.integers(1, 10))
 
 
+@pytest.mark.spec("SMP-3")
 @given(
     base_model=st.sampled_from(TEST_MODELS),
     prompt=prompts,
@@ -60,6 +63,7 @@ def test_same_seed_gives_the_same_samples(base_model, prompt, seed, temperature,
     assert first.sequences == second.sequences
 
 
+@pytest.mark.spec("SMP-3", "DET-2")
 def test_different_seeds_give_different_samples():
     model = warm_model(TINY_512)
     prompt = _prompt(0, model.vocab_size, 4)
@@ -89,6 +93,7 @@ def _greedy_reference(model, prompt: Tensor, steps: int) -> list[int]:
     return out
 
 
+@pytest.mark.spec("SMP-4")
 @given(prompt=prompts, seed=st.integers(0, 2**32 - 1), temperature=st.floats(0.5, 2.0))
 def test_temperature_zero_is_greedy_argmax_and_top_k_one_is_the_same(prompt, seed, temperature):
     model = warm_model(TINY_64)
@@ -107,6 +112,7 @@ def test_temperature_zero_is_greedy_argmax_and_top_k_one_is_the_same(prompt, see
     assert top_1.sequences[0].tokens == greedy.sequences[0].tokens
 
 
+@pytest.mark.spec("SMP-5")
 @given(prompt=prompts, data=st.data())
 def test_a_stop_token_ends_the_sequence_with_stop_reason_stop_else_length(prompt, data):
     model = warm_model(TINY_64)
@@ -134,6 +140,7 @@ def test_a_stop_token_ends_the_sequence_with_stop_reason_stop_else_length(prompt
     assert greedy((absent,)) == unstopped
 
 
+@pytest.mark.spec("SMP-5")
 def test_a_stop_string_ends_the_sequence_with_stop_reason_stop_else_length():
     model = warm_model(TINY_BYTES)
 
@@ -168,6 +175,7 @@ def test_a_stop_string_ends_the_sequence_with_stop_reason_stop_else_length():
     assert checked >= 5  # enough greedy outputs contain a printable byte to stop on
 
 
+@pytest.mark.spec("SMP-6")
 @given(
     base_model=st.sampled_from(TEST_MODELS),
     prompt=prompts,
@@ -186,6 +194,7 @@ def test_sampled_token_logprobs_equal_a_training_forward_over_prompt_and_complet
         assert torch.equal(torch.tensor(sequence.logprobs), training)
 
 
+@pytest.mark.spec("SMP-7")
 @given(base_model=st.sampled_from(TEST_MODELS), prompt=prompts)
 def test_prompt_logprobs_are_nan_then_the_forward_only_logprobs_of_the_prompt_bitwise(
     base_model, prompt
@@ -202,6 +211,7 @@ def test_prompt_logprobs_are_nan_then_the_forward_only_logprobs_of_the_prompt_bi
         assert torch.equal(result.prompt_logprobs[1:], _forward_only_logprobs(model, p[:-1], p[1:]))
 
 
+@pytest.mark.spec("SMP-1", "SMP-7")
 @given(base_model=st.sampled_from(TEST_MODELS), prompt=prompts)
 def test_a_snapshot_taken_before_a_step_still_reproduces_the_pre_step_logprobs(base_model, prompt):
     model = warm_model(base_model)
@@ -220,6 +230,7 @@ def test_a_snapshot_taken_before_a_step_still_reproduces_the_pre_step_logprobs(b
     assert torch.equal(result.prompt_logprobs[1:], before)
 
 
+@pytest.mark.spec("SMP-4")
 @given(
     logits=st.lists(st.floats(-30, 30), min_size=1, max_size=400),
     top_p=st.floats(0.001, 0.999),
@@ -235,6 +246,7 @@ def test_the_top_p_nucleus_is_the_sorted_prefix_whose_preceding_mass_is_below_to
     assert torch.equal(_nucleus(probs, top_p), expected)
 
 
+@pytest.mark.spec("SMP-4")
 def test_draws_follow_the_filtered_distribution():
     """10 000 seeded draws land on each candidate about as often as its probability says."""
     logits = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0, -3.0])
@@ -248,3 +260,50 @@ def test_draws_follow_the_filtered_distribution():
     expected[ids] = probs / probs.sum()
     assert counts[4:].sum() == 0  # outside the nucleus: never drawn
     assert torch.allclose(counts / 10_000, expected, atol=0.015)
+
+
+def _allowed_tokens(logits: Tensor, top_k: int, top_p: float) -> set[int]:
+    """Tokens the filters may keep, with a little slack at the top-p boundary for rounding."""
+    keep = set(range(logits.numel()))
+    if top_k > 0:
+        kth = logits.topk(top_k).values[-1]
+        keep &= {int(i) for i in torch.nonzero(logits >= kth).flatten()}
+    if top_p < 1.0:
+        probs = torch.softmax(logits.double(), dim=0)
+        sorted_probs, order = probs.sort(descending=True)
+        before = sorted_probs.cumsum(0) - sorted_probs  # mass of the more likely tokens
+        keep &= {int(order[i]) for i in range(order.numel()) if before[i] < top_p + 1e-5}
+    return keep
+
+
+@pytest.mark.spec("SMP-4")
+@given(
+    prompt=prompts,
+    seed=st.integers(0, 2**32 - 1),
+    top_k=st.integers(1, 6),
+    top_p=st.floats(0.05, 0.9),
+)
+def test_every_sampled_token_lies_in_the_top_k_and_in_the_top_p_nucleus(prompt, seed, top_k, top_p):
+    model = warm_model(TINY_64)
+    weights, p = model.weights(), _prompt(prompt[0], model.vocab_size, prompt[1])
+    for k, nucleus in ((top_k, 1.0), (-1, top_p), (top_k, top_p)):
+        spec = SampleSpec(
+            p, seed=seed, num_samples=2, max_tokens=4, top_k=k, top_p=nucleus, stop_token_ids=()
+        )
+        for sequence in shared_engine().sample(TINY_64, weights, spec).sequences:
+            context = p
+            head = OutputHead(model.base, weights)
+            for token in sequence.tokens:
+                logits = head.next_token_logits(model.base, weights, context)
+                assert token in _allowed_tokens(logits, k, nucleus), (k, nucleus, token)
+                context = torch.cat([context, torch.tensor([token])])
+
+
+@pytest.mark.spec("SMP-1")
+@given(base_model=st.sampled_from(TEST_MODELS), prompt=prompts)
+def test_a_base_model_sampler_computes_what_an_untrained_model_computes(base_model, prompt):
+    untrained = fresh_model(base_model)  # LoRA B and the bias are zero: the adapters add nothing
+    p = _prompt(prompt[0], untrained.vocab_size, max(prompt[1], 2))
+    spec = SampleSpec(p, seed=0, max_tokens=1, prompt_logprobs=True)
+    result = shared_engine().sample(base_model, {}, spec)  # no adapter at all: the base weights
+    assert torch.equal(result.prompt_logprobs[1:], _forward_only_logprobs(untrained, p[:-1], p[1:]))

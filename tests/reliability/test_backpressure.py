@@ -26,6 +26,7 @@ from tests.support.http_api import TINY, datum
 TOKENS = [1, 5, 9, 12, 3, 7]
 
 
+@pytest.mark.spec("SEQ-11")
 @pytest.mark.asyncio
 async def test_past_the_pending_limit_ops_get_429_with_retry_after_and_consume_nothing(
     make_mock_api: MakeMockApi,
@@ -57,6 +58,7 @@ async def test_past_the_pending_limit_ops_get_429_with_retry_after_and_consume_n
     await api.post("create_model", create)  # room again
 
 
+@pytest.mark.spec("SEQ-11", "FUT-10")
 @pytest.mark.timeout(180)
 def test_a_pipelining_client_rides_429s_to_the_same_weights(tmp_path: Path) -> None:
     steps = [batch(0), batch(1), batch(2)]

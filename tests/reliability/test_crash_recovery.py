@@ -37,6 +37,7 @@ from tests.reliability.runs import (
 )
 
 
+@pytest.mark.spec("DET-5")
 @pytest.mark.timeout(240)
 def test_run_killed_during_forward_between_backward_and_step_and_during_save_is_bit_identical(
     tmp_path: Path,

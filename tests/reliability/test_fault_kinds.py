@@ -118,6 +118,7 @@ def clean_run() -> dict[str, Any]:
     return run_scenario(sys.executable, "tinker_ref", None)
 
 
+@pytest.mark.spec("DET-5", "SEQ-5", "SEQ-10", "FUT-9", "FUT-10")
 @pytest.mark.timeout(300)
 def test_tinker_ref_survives_every_fault_kind_with_bit_identical_weights(
     clean_run: dict[str, Any],
@@ -125,6 +126,7 @@ def test_tinker_ref_survives_every_fault_kind_with_bit_identical_weights(
     assert_same_end_and_nothing_twice(run_scenario(sys.executable, "tinker_ref", PLAN), clean_run)
 
 
+@pytest.mark.spec("DET-5", "SEQ-5")
 @pytest.mark.sdk
 @pytest.mark.timeout(300)
 def test_the_official_sdk_survives_every_fault_kind_with_bit_identical_weights(
@@ -134,6 +136,7 @@ def test_the_official_sdk_survives_every_fault_kind_with_bit_identical_weights(
     assert_same_end_and_nothing_twice(run_scenario(official, "official", PLAN), clean_run)
 
 
+@pytest.mark.spec("DET-5", "FUT-9")
 @pytest.mark.timeout(120)
 def test_a_poll_held_past_the_client_poll_timeout_is_retried_and_the_run_ends_identically(
     tmp_path: Path,

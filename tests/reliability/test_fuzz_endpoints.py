@@ -39,6 +39,8 @@ from tests.support.strategies import datums
 from tinker_ref import types
 from tinker_ref.codec import encode_forward_backward_request
 
+pytestmark = pytest.mark.spec("WIRE-13", "WIRE-14")
+
 # Per strategy below (x5); HYPOTHESIS_PROFILE=ci is the deep run (tests/property/conftest.py).
 FUZZ_EXAMPLES = 1000 if os.environ.get("HYPOTHESIS_PROFILE") == "ci" else 200
 FAR_SEQ = 1_000_000  # a seq_id no victim will reach: a body that happens to be valid is buffered

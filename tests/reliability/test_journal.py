@@ -157,6 +157,7 @@ def _state(service: TinkerService, model_id: str) -> dict[str, torch.Tensor]:
     return {**training.weights(), **training.optimizer_state().tensors}
 
 
+@pytest.mark.spec("DET-5")
 @pytest.mark.timeout(120)
 def test_a_restart_restores_weights_optimizer_seq_ids_results_and_retries(
     tmp_path: Path,

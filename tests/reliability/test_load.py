@@ -101,6 +101,7 @@ def stuck_client(url: str, stop: threading.Event) -> str:
     return blocked
 
 
+@pytest.mark.spec("SEQ-2")
 @pytest.mark.timeout(600)
 def test_32_sessions_x_20_custom_loss_steps_equal_solo_runs_beside_a_stuck_client(
     tmp_path: Path,

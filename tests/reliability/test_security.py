@@ -31,6 +31,7 @@ async def _save(api: MockApi, model: str, seq_id: int, name: str) -> str:
     return str((await api.result(saved["request_id"]))["path"])
 
 
+@pytest.mark.spec("WIRE-2")
 @pytest.mark.asyncio
 async def test_every_kind_of_id_of_another_key_is_not_found_word_for_word_like_a_missing_one(
     make_mock_api: MakeMockApi, tmp_path: Path
@@ -138,6 +139,7 @@ NAME_ATTACKS = [
 ]
 
 
+@pytest.mark.spec("CKPT-9")
 @pytest.mark.asyncio
 async def test_checkpoint_names_and_tinker_paths_cannot_leave_the_data_directory(
     make_mock_api: MakeMockApi, tmp_path: Path
@@ -183,6 +185,7 @@ async def test_checkpoint_names_and_tinker_paths_cannot_leave_the_data_directory
     assert _files(tmp_path) - _files(data_dir) == outside_before  # nothing written outside
 
 
+@pytest.mark.spec("CKPT-9")
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(name=st.text(max_size=140))
 def test_any_name_that_passes_validation_stays_one_directory_below_its_kind(name: str) -> None:
@@ -248,6 +251,7 @@ def test_the_unpickler_scan_finds_each_way_in() -> None:
     assert len(unpickling_uses(bad)) == 5
 
 
+@pytest.mark.spec("CKPT-10")
 def test_no_source_file_of_the_server_or_client_imports_or_calls_an_unpickler() -> None:
     offenders = []
     for package in ("mock_server", "tinker_ref"):
@@ -257,6 +261,7 @@ def test_no_source_file_of_the_server_or_client_imports_or_calls_an_unpickler() 
     assert offenders == []
 
 
+@pytest.mark.spec("CKPT-10")
 @pytest.mark.asyncio
 async def test_a_full_workflow_with_checkpoints_and_a_journal_replay_never_unpickles(
     make_mock_api: MakeMockApi, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
@@ -294,6 +299,7 @@ async def test_a_full_workflow_with_checkpoints_and_a_journal_replay_never_unpic
 # ----- the uploaded loss interpreter, end to end -----
 
 
+@pytest.mark.spec("LOSS-15")
 @pytest.mark.asyncio
 async def test_an_uploaded_graph_that_calls_outside_the_allow_list_is_refused_over_http(
     make_mock_api: MakeMockApi, tmp_path: Path

@@ -13,6 +13,7 @@ from tests.support.http_api import datum
 TOKENS = [1, 5, 9, 12, 3, 7]
 
 
+@pytest.mark.spec("WIRE-17")
 @pytest.mark.asyncio
 @pytest.mark.timeout(60)
 async def test_an_idle_session_expires_with_410_and_frees_its_models(
@@ -43,6 +44,7 @@ async def test_an_idle_session_expires_with_410_and_frees_its_models(
     assert api.service.reaper.expired == 1
 
 
+@pytest.mark.spec("WIRE-17")
 @pytest.mark.asyncio
 @pytest.mark.timeout(60)
 async def test_heartbeats_alone_keep_a_session_past_its_idle_limit(

@@ -2,13 +2,13 @@
 
 Owns what lets a test state its fact in a few lines:
 - models: one shared `Engine` per test process, fresh / "warm" models, bit-identical twins, and
-  the SGD-emulating Adam configuration of spec §6 row 18;
+  the SGD-emulating Adam configuration of spec OPT-3;
 - data: `Batch` (random model inputs and targets on a test model, seeded) and the hypothesis
   strategy `batches` that draws one;
-- the custom-loss path as the SDK runs it (spec losses-and-custom-loss.md §3.1), engine-side:
+- the custom-loss path as the SDK runs it (spec CL-1, CL-2, CL-7), engine-side:
   a forward_only cross-entropy pass with zero weights, client autograd, then cross-entropy with
   `weights = -dC/dlogprobs`; and the reference it must equal, direct autograd of C through
-  `mock_server.engine.model.target_logprobs` on a detached copy of the adapters (§3.3);
+  `mock_server.engine.model.target_logprobs` on a detached copy of the adapters (spec DET-4);
 - `determinism_trace` (a short run as exact strings) and `run_python` (fresh interpreters, run
   concurrently), for the determinism and memory tests.
 
@@ -102,7 +102,7 @@ def twin(model: TrainingModel) -> TrainingModel:
 
 
 def sgd_like_adam(eta: float, eps: float = 1e6) -> AdamConfig:
-    """AdamW whose first step is ~SGD (spec §6 row 18): beta1 = 0, lr = eps * eta.
+    """AdamW whose first step is ~SGD (spec OPT-3): beta1 = 0, lr = eps * eta.
 
     Step 1: m = g, v_hat = g^2, so the step is -lr * g / (|g| + eps) = -eta * g * eps / (|g| + eps),
     i.e. -eta * g to a relative error of |g| / eps per element. Unlike default Adam, which
@@ -203,7 +203,7 @@ def grads(model: TrainingModel) -> Grads:
 
 
 def forward_logprobs(model: TrainingModel, batch: Batch) -> list[Tensor]:
-    """The custom path's forward phase: cross_entropy, forward_only, zero weights (§3.1 step 2)."""
+    """The custom path's forward phase: cross_entropy, forward_only, zero weights (spec CL-2)."""
     result = model.forward_backward(
         batch.datums(weights=batch.zeros()), "cross_entropy", forward_only=True
     )

@@ -35,6 +35,7 @@ def _outputs(data: list[Datum], seed: int = 0) -> list[dict[str, TensorData]]:
     ]
 
 
+@pytest.mark.spec("CL-2")
 def test_forward_data_keeps_only_targets_and_weights_with_zero_weights_when_absent() -> None:
     data = [_datum(4, extra=True), _datum(3, k=2)]
     forward = forward_phase_data(data)
@@ -44,12 +45,14 @@ def test_forward_data_keeps_only_targets_and_weights_with_zero_weights_when_abse
     assert forward[0].model_input == data[0].model_input
 
 
+@pytest.mark.spec("CL-3")
 def test_forward_data_without_target_tokens_is_an_error_naming_the_datum() -> None:
     bad = Datum(model_input=ModelInput.from_ints([1, 2]), loss_fn_inputs={"weights": [1.0, 1.0]})
     with pytest.raises(CustomLossError, match=r"data\[1\].*target_tokens"):
         forward_phase_data([_datum(2), bad])
 
 
+@pytest.mark.spec("CL-4", "CL-7")
 @settings(max_examples=25, deadline=None)
 @given(
     lengths=st.lists(st.integers(1, 6), min_size=1, max_size=5),
@@ -77,6 +80,7 @@ def test_weights_of_datum_i_are_minus_the_loss_gradient_of_datum_i(
         assert result.backward_data[position].model_input == data[index].model_input
 
 
+@pytest.mark.spec("CL-8")
 def test_two_dimensional_gradient_travels_as_sparse_csr_when_smaller() -> None:
     data = [_datum(6, k=3)]
 
@@ -90,6 +94,7 @@ def test_two_dimensional_gradient_travels_as_sparse_csr_when_smaller() -> None:
     assert tensor.is_sparse and tensor.crow_indices_array.tolist() == [0, 0, 0, 0, 0, 0, 3]
 
 
+@pytest.mark.spec("CL-13", "CL-14")
 def test_loss_value_and_metrics_are_python_numbers_with_string_keys() -> None:
     data = [_datum(3)]
 
@@ -109,6 +114,7 @@ def test_loss_value_and_metrics_are_python_numbers_with_string_keys() -> None:
     assert result.loss == pytest.approx(-float(_outputs(data)[0]["logprobs"].to_numpy().sum()))
 
 
+@pytest.mark.spec("CL-5", "CL-6", "CL-14")
 @pytest.mark.parametrize(
     ("loss_fn", "message"),
     [
@@ -128,6 +134,7 @@ def test_unusable_loss_functions_raise_a_custom_loss_error(loss_fn, message: str
         run_custom_loss(data, _outputs(data), loss_fn)
 
 
+@pytest.mark.spec("CL-4")
 def test_logprobs_shaped_differently_from_targets_are_rejected() -> None:
     data = [_datum(3)]
     wrong = [{"logprobs": TensorData.from_numpy(np.zeros(4, dtype=np.float32))}]

@@ -19,6 +19,7 @@ def _result(n_datums: int, metrics: dict[str, float]) -> ForwardBackwardOutput:
     return ForwardBackwardOutput("ArrayRecord", outputs, metrics)
 
 
+@pytest.mark.spec("CL-15")
 def test_chunk_metrics_merge_by_their_reduction_and_means_weight_by_datums() -> None:
     merged = combine_chunk_results(
         [
@@ -34,6 +35,7 @@ def test_chunk_metrics_merge_by_their_reduction_and_means_weight_by_datums() -> 
     assert merged == {"loss:sum": 3.0, "acc:mean": 0.25, "m:max": 5.0, "n:min": 2.0, "s:slack": 1.0}
 
 
+@pytest.mark.spec("CL-15")
 def test_unique_metrics_keep_every_value_under_numbered_keys() -> None:
     merged = combine_chunk_results(
         [
@@ -45,6 +47,7 @@ def test_unique_metrics_keep_every_value_under_numbered_keys() -> None:
     assert merged == {"id:unique": 7.0, "id:unique_1": 8.0, "id:unique_2": 9.0}
 
 
+@pytest.mark.spec("CL-15")
 def test_keys_missing_from_a_chunk_or_with_unknown_reductions_are_dropped() -> None:
     merged = combine_chunk_results(
         [_result(1, {"a:sum": 1.0, "b:sum": 1.0, "c:median": 1.0}), _result(1, {"a:sum": 1.0})]
@@ -52,12 +55,21 @@ def test_keys_missing_from_a_chunk_or_with_unknown_reductions_are_dropped() -> N
     assert merged == {"a:sum": 2.0}
 
 
+@pytest.mark.spec("CL-15")
 @pytest.mark.parametrize("key", ["loss", "a:b:sum"])
 def test_server_metric_keys_need_exactly_one_colon(key: str) -> None:
     with pytest.raises(ValueError, match="one colon"):
         combine_chunk_results([_result(1, {key: 1.0})])
 
 
+@pytest.mark.spec("CL-15")
+def test_hash2_metrics_merge_to_the_64_bit_wrapped_sum_of_their_integer_parts() -> None:
+    values = [float(2**63), float(2**63 + 2**12), 3.9]  # the sum wraps past 2**64; 3.9 -> 3
+    merged = combine_chunk_results([_result(1, {"h:hash2": v}) for v in values]).metrics
+    assert merged["h:hash2"] == float(2**12 + 3)
+
+
+@pytest.mark.spec("CL-15")
 def test_outputs_are_concatenated_in_chunk_order() -> None:
     first = ForwardBackwardOutput(
         "ArrayRecord", [{"x": TensorData.from_numpy(np.array([1], np.int64))}], {}
@@ -82,6 +94,7 @@ _values = st.one_of(
 )
 
 
+@pytest.mark.spec("CL-14")
 @settings(max_examples=60, deadline=None)
 @given(st.dictionaries(_keys, _values, max_size=6))
 def test_user_metrics_come_back_with_str_keys_and_python_numbers(raw: dict) -> None:
@@ -94,12 +107,20 @@ def test_user_metrics_come_back_with_str_keys_and_python_numbers(raw: dict) -> N
         assert got == pytest.approx(float(expected))
 
 
+@pytest.mark.spec("CL-14")
 @pytest.mark.parametrize("value", ["text", None, [1.0], torch.ones(2), np.ones(3), object()])
 def test_non_numeric_user_metrics_are_a_custom_loss_error(value: object) -> None:
     with pytest.raises(CustomLossError, match="'m'"):
         user_metrics({"m": value})
 
 
+@pytest.mark.spec("CL-13")
+def test_a_backward_result_without_loss_sum_fails_the_custom_loss_call() -> None:
+    with pytest.raises(ValueError, match="loss:sum"):
+        merge_custom_loss_metrics({"other:sum": 1.0}, 0.5, {"m": 1})
+
+
+@pytest.mark.spec("CL-13")
 @settings(max_examples=40, deadline=None)
 @given(
     server=st.dictionaries(
@@ -130,10 +151,12 @@ def _datum(tokens: int) -> Datum:
     )
 
 
+@pytest.mark.spec("CL-9")
 def test_datum_size_estimate_is_four_bytes_per_token_plus_tensor_bytes() -> None:
     assert estimate_datum_bytes(_datum(10)) == 10 * 4 + 10 * 8 + 10 * 4
 
 
+@pytest.mark.spec("CL-9")
 def test_chunks_close_at_the_datum_count_or_byte_limit_and_oversized_datums_stand_alone() -> None:
     data = [_datum(1)] * 5
     assert [len(c) for c in chunk_data(data, max_chunk_len=2)] == [2, 2, 1]

@@ -74,6 +74,7 @@ def _f32(*values: float) -> bytes:
 # ----- canonical bytes and round trips ------------------------------------------------------------
 
 
+@pytest.mark.spec("WIRE-8")
 @given(
     st.text(max_size=8),
     st.integers(-(2**31), 2**31 - 1),
@@ -107,6 +108,7 @@ def test_request_bytes_are_canonical_and_decode_to_the_same_request(
     assert decoded.loss_fn_config == expected_config
 
 
+@pytest.mark.spec("WIRE-10")
 @given(gen.tensors())
 def test_tensor_round_trips_bit_for_bit(td: types.TensorData) -> None:
     encoded = codec.encode_tensor(td)
@@ -114,6 +116,7 @@ def test_tensor_round_trips_bit_for_bit(td: types.TensorData) -> None:
     assert codec.decode_tensor(encoded) == td
 
 
+@pytest.mark.spec("WIRE-11")
 @given(gen.forward_backward_outputs())
 def test_output_bytes_are_canonical_and_ragged_outputs_decode_per_datum(
     output: types.ForwardBackwardOutput,
@@ -137,6 +140,7 @@ def test_output_bytes_are_canonical_and_ragged_outputs_decode_per_datum(
     assert json.dumps(decoded.metrics, sort_keys=True) == json.dumps(output.metrics, sort_keys=True)
 
 
+@pytest.mark.spec("WIRE-11")
 def test_datums_with_equal_trailing_shapes_share_one_record_and_others_split() -> None:
     def logprobs(shape: list[int], dtype: str = "float32") -> dict[str, types.TensorData]:
         size = int(np.prod(shape))
@@ -154,6 +158,7 @@ def test_datums_with_equal_trailing_shapes_share_one_record_and_others_split() -
     assert records[2].fields["logprobs"].dtype == pb.DTYPE_INT64
 
 
+@pytest.mark.spec("WIRE-11")
 def test_output_encoder_refuses_datums_with_different_field_names_or_scalars() -> None:
     one = types.TensorData([1.0], "float32", [1])
     with pytest.raises(ValueError, match=r"loss_fn_outputs\[1\] has fields \['b'\]"):
@@ -167,6 +172,7 @@ def test_output_encoder_refuses_datums_with_different_field_names_or_scalars() -
         )
 
 
+@pytest.mark.spec("WIRE-11")
 def test_output_with_no_datums_decodes_its_type_as_array_record() -> None:
     empty = codec.encode_forward_backward_output(types.ForwardBackwardOutput("", [], {"a:sum": 1}))
     decoded = codec.decode_forward_backward_output(empty)
@@ -175,12 +181,14 @@ def test_output_with_no_datums_decodes_its_type_as_array_record() -> None:
     assert decoded.metrics == {"a:sum": 1.0}
 
 
+@pytest.mark.spec("WIRE-11")
 def test_datums_with_no_fields_still_count_through_num_datums() -> None:
     output = types.ForwardBackwardOutput("ArrayRecord", [{}, {}, {}])
     decoded = codec.decode_forward_backward_output(codec.encode_forward_backward_output(output))
     assert decoded.loss_fn_outputs == [{}, {}, {}]
 
 
+@pytest.mark.spec("WIRE-11")
 def test_record_without_num_datums_counts_datums_from_offsets() -> None:
     message = pb.ForwardBackwardOutput(loss_fn_output_type="ArrayRecord")
     field = message.loss_fn_outputs.add().fields["logprobs"]
@@ -189,6 +197,7 @@ def test_record_without_num_datums_counts_datums_from_offsets() -> None:
     assert [datum["logprobs"].data for datum in decoded.loss_fn_outputs] == [[1.0], [2.0, 3.0]]
 
 
+@pytest.mark.spec("WIRE-11")
 def test_int32_and_bfloat16_outputs_widen_to_int64_and_float32() -> None:
     message = pb.ForwardBackwardOutput()
     record = message.loss_fn_outputs.add(num_datums=1)
@@ -202,6 +211,7 @@ def test_int32_and_bfloat16_outputs_widen_to_int64_and_float32() -> None:
     assert (datum["lp"].dtype, datum["lp"].data) == ("float32", [1.5, -0.25])
 
 
+@pytest.mark.spec("WIRE-12")
 @given(gen.sample_responses())
 def test_sample_response_bytes_are_canonical_and_round_trip(
     response: types.SampleResponse,
@@ -237,6 +247,7 @@ def _wire_normalised(response: types.SampleResponse) -> types.SampleResponse:
     )
 
 
+@pytest.mark.spec("WIRE-12")
 def test_prompt_alt_tokens_travel_as_int32_and_decode_as_int64() -> None:
     tokens = types.TensorData([[1, 2], [3, 4]], "int64")
     logprobs = types.TensorData(np.zeros((2, 2)), "float32", [2, 2])
@@ -249,6 +260,7 @@ def test_prompt_alt_tokens_travel_as_int32_and_decode_as_int64() -> None:
 # ----- loss config --------------------------------------------------------------------------------
 
 
+@pytest.mark.spec("WIRE-9")
 def test_numbers_are_dual_written_and_strings_go_only_to_v2() -> None:
     encoded = codec.encode_forward_backward_request(
         "m", 1, [], "ppo", {"clip_low_threshold": 0.8, "steps": 3, "mode": "token"}
@@ -260,6 +272,7 @@ def test_numbers_are_dual_written_and_strings_go_only_to_v2() -> None:
     assert message.loss_fn_config_v2["mode"].WhichOneof("value") == "text"
 
 
+@pytest.mark.spec("WIRE-9")
 def test_decoder_prefers_v2_and_falls_back_to_the_legacy_map() -> None:
     message = pb.ForwardBackwardRequest(model_id="m", seq_id=1, loss_fn="ppo")
     message.loss_fn_config["beta"] = 1.0
@@ -269,17 +282,20 @@ def test_decoder_prefers_v2_and_falls_back_to_the_legacy_map() -> None:
     assert decoded.loss_fn_config == {"beta": 2.0, "legacy_only": 3.0}
 
 
+@pytest.mark.spec("WIRE-9")
 def test_nan_config_value_survives_the_round_trip() -> None:
     encoded = codec.encode_forward_backward_request("m", 1, [], "ppo", {"x": math.nan})
     assert math.isnan(codec.decode_forward_backward_request(encoded).loss_fn_config["x"])  # type: ignore[arg-type]
 
 
+@pytest.mark.spec("WIRE-9")
 @pytest.mark.parametrize("value", [True, None, [1.0]])
 def test_config_values_other_than_numbers_and_strings_are_refused(value: object) -> None:
     with pytest.raises(TypeError, match="must be a float or a str"):
         codec.encode_forward_backward_request("m", 1, [], "ppo", {"x": value})  # type: ignore[dict-item]
 
 
+@pytest.mark.spec("WIRE-8")
 def test_seq_id_outside_int32_is_refused() -> None:
     with pytest.raises(ValueError, match="fit in int32"):
         codec.encode_forward_backward_request("m", 2**31, [], "cross_entropy")
@@ -290,6 +306,7 @@ def test_seq_id_outside_int32_is_refused() -> None:
 _W = "data[0].loss_fn_inputs['weights']"
 
 
+@pytest.mark.spec("WIRE-10")
 @pytest.mark.parametrize(
     ("tensor", "field", "message"),
     [
@@ -360,6 +377,7 @@ def _request_with_chunk(build: Callable[[pb.Chunk], object]) -> bytes:
     return request.SerializeToString()
 
 
+@pytest.mark.spec("WIRE-8")
 @pytest.mark.parametrize(
     ("build", "field", "message"),
     [
@@ -582,6 +600,7 @@ def test_malformed_sample_responses_raise_codec_errors_naming_the_field(
 # ----- JSON codec ---------------------------------------------------------------------------------
 
 
+@pytest.mark.spec("WIRE-10")
 @given(gen.tensors())
 def test_tensor_json_round_trips_through_json_text(td: types.TensorData) -> None:
     text = json.dumps(codec.tensor_data_to_json(td))
@@ -597,6 +616,7 @@ def test_datum_json_round_trips_through_json_text(datum: types.Datum) -> None:
         assert _same_nan_insensitive(decoded.loss_fn_inputs[name], td)
 
 
+@pytest.mark.spec("WIRE-7")
 @given(gen.forward_backward_outputs())
 def test_forward_backward_output_json_round_trips(output: types.ForwardBackwardOutput) -> None:
     body = json.loads(json.dumps(codec.forward_backward_output_to_json(output)))
@@ -653,6 +673,7 @@ def test_datum_with_provenance_has_no_json_form() -> None:
         codec.datum_to_json(datum)
 
 
+@pytest.mark.spec("WIRE-10")
 @pytest.mark.parametrize(
     ("value", "field", "message"),
     [

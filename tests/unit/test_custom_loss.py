@@ -1,7 +1,7 @@
 """mock_server.custom_loss: upload-time validation, argument decoding, run-time errors and
 resource limits, random compositions of allowed ops against direct torch, and the engine hook.
 
-Graphs are written by hand in the SDK 0.38 encoding (spec tinker-http-wire.md §8.3); what the
+Graphs are written by hand in the SDK 0.38 encoding (the uploads of spec LOSS-15); what the
 SDK's tracer really emits is pinned by tests/integration/test_custom_loss_vs_official_sdk.py.
 """
 
@@ -42,6 +42,8 @@ from tests.support.engine_data import (
     some_gradient_is_nonzero,
     warm_model,
 )
+
+pytestmark = pytest.mark.spec("LOSS-15")
 
 Graph = dict[str, Any]
 # The project's hypothesis profiles (tests/property/conftest.py): "dev" by default, "ci" = 10x.
@@ -98,7 +100,7 @@ INPUTS_LW = [{"name": "logprobs", "rank": 1}, {"name": "weights", "rank": 1}]
 
 
 def neg_ll_graph() -> Graph:
-    """Spec §8.3's captured example: -(logprobs*weights).sum(), two metrics."""
+    """The example graph the SDK captured: -(logprobs*weights).sum(), two metrics."""
     return graph(
         placeholder("logprobs"),
         placeholder("weights"),

@@ -31,6 +31,7 @@ def _train(model: TrainingModel, steps: range) -> None:
         model.optim_step(ADAM)
 
 
+@pytest.mark.spec("CKPT-1", "CKPT-2")
 @pytest.mark.parametrize("base_model", [TINY_64, TINY_512])
 def test_save_load_continue_with_optimizer_state_equals_an_uninterrupted_run_bitwise(
     tmp_path, base_model
@@ -51,6 +52,7 @@ def test_save_load_continue_with_optimizer_state_equals_an_uninterrupted_run_bit
     assert resumed.base.spec.name == base_model
 
 
+@pytest.mark.spec("CKPT-3")
 def test_continuing_without_optimizer_state_differs_because_adam_moments_reset(tmp_path):
     uninterrupted = fresh_model()
     _train(uninterrupted, range(4))
@@ -68,6 +70,7 @@ def test_continuing_without_optimizer_state_differs_because_adam_moments_reset(t
     assert resumed.digest() != uninterrupted.digest()
 
 
+@pytest.mark.spec("CKPT-5")
 def test_loading_optimizer_state_from_a_checkpoint_saved_without_it_is_a_checkpoint_error(
     tmp_path,
 ):
@@ -79,6 +82,7 @@ def test_loading_optimizer_state_from_a_checkpoint_saved_without_it_is_a_checkpo
         load_checkpoint(tmp_path / "weights-only", with_optimizer=True)
 
 
+@pytest.mark.spec("CKPT-3")
 def test_a_checkpoint_saved_with_optimizer_state_also_loads_without_it(tmp_path):
     model = fresh_model()
     _train(model, range(2))
@@ -91,11 +95,13 @@ def test_a_checkpoint_saved_with_optimizer_state_also_loads_without_it(tmp_path)
     assert resumed.optimizer_state().tensors == {}
 
 
+@pytest.mark.spec("CKPT-7")
 def test_loading_a_missing_checkpoint_is_a_checkpoint_error(tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint"):
         load_checkpoint(tmp_path / "absent", with_optimizer=False)
 
 
+@pytest.mark.spec("CKPT-7")
 def test_adapters_of_another_rank_do_not_load_and_leave_the_model_untouched(tmp_path):
     saved = fresh_model(lora=LoraConfig(rank=4))
     _train(saved, range(1))
@@ -109,6 +115,7 @@ def test_adapters_of_another_rank_do_not_load_and_leave_the_model_untouched(tmp_
     assert other.digest(include_optimizer=True) == before
 
 
+@pytest.mark.spec("CKPT-6")
 def test_saving_over_an_existing_checkpoint_replaces_it(tmp_path):
     model = fresh_model()
     save_checkpoint(model, tmp_path / "ckpt", include_optimizer=False)
@@ -120,3 +127,21 @@ def test_saving_over_an_existing_checkpoint_replaces_it(tmp_path):
     )
     assert resumed.digest(include_optimizer=True) == model.digest(include_optimizer=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no staging left behind
+
+
+@pytest.mark.spec("CKPT-4")
+@pytest.mark.parametrize("with_optimizer", [False, True])
+def test_loading_discards_the_gradient_accumulated_before_the_load(tmp_path, with_optimizer):
+    model = fresh_model()
+    _train(model, range(1))
+    save_checkpoint(model, tmp_path / "ckpt", include_optimizer=True)
+    batch = make_batch(7, model.vocab_size, (4, 2))
+    model.forward_backward(batch.datums(weights=batch.floats("weights")), "cross_entropy")
+    assert model.has_gradient()
+
+    checkpoint = load_checkpoint(tmp_path / "ckpt", with_optimizer=with_optimizer)
+    model.load(checkpoint.weights, checkpoint.optimizer)
+    loaded = model.digest(include_optimizer=True)
+    assert not model.has_gradient()
+    assert model.optim_step(ADAM)["optimizer_step:sum"] == 0.0  # nothing left to apply
+    assert model.digest(include_optimizer=True) == loaded

@@ -68,6 +68,7 @@ def fresh_processes() -> dict[str, Any]:
     return {"one_thread": one_thread, "two_threads": two_threads, "memory": memory}
 
 
+@pytest.mark.spec("DET-1", "DET-3")
 def test_default_config_runs_are_bit_identical_whatever_thread_count_the_process_started_with(
     fresh_processes,
 ):

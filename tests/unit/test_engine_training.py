@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from mock_server.engine import AdamConfig, DatumInput, LoraConfig, SampleSpec
@@ -48,3 +49,16 @@ def test_sft_on_a_few_repeated_texts_halves_the_loss_within_50_steps_and_memoris
     sequence = shared_engine().sample(TINY_BYTES, model.weights(), spec).sequences[0]
     assert sequence.tokens == [*encode_text(" ref"), EOS]
     assert sequence.stop_reason == "stop"  # the model's EOS is the default stop token
+
+
+@pytest.mark.spec("OPT-6")
+def test_a_step_without_gradient_moves_nothing_even_with_weight_decay() -> None:
+    model = fresh_model(TINY_BYTES)
+    datum = _sft_datum("tinker ref")
+    model.forward_backward([datum], "cross_entropy")
+    decaying = AdamConfig(learning_rate=1e-2, weight_decay=0.5)
+    model.optim_step(decaying)  # a real step: Adam has state, the weights are non-zero
+    before = model.digest(include_optimizer=True)
+    model.forward_backward([datum], "cross_entropy", forward_only=True)  # no gradient either
+    assert model.optim_step(decaying) == {"optimizer_step:sum": 0.0, "grad_norm:max": 0.0}
+    assert model.digest(include_optimizer=True) == before  # no decay, step count unchanged

@@ -160,6 +160,7 @@ def _assert_rejected_without_effect(
     return excinfo.value
 
 
+@pytest.mark.spec("LOSS-1", "LOSS-17", "LOSS-19", "WIRE-14")
 @pytest.mark.parametrize("bad_position", ["first", "last"])
 @pytest.mark.parametrize(("loss_fn", "tokens", "inputs", "field", "fragment"), DATUM_CASES)
 def test_a_bad_datum_is_rejected_naming_its_field_and_changes_nothing(
@@ -192,6 +193,7 @@ def test_a_bad_datum_is_rejected_naming_its_field_and_changes_nothing(
     without_gradient.forward_backward([d for d in data if d is not bad], loss_fn)
 
 
+@pytest.mark.spec("LOSS-20")
 def test_an_unknown_loss_is_rejected_with_a_message_listing_the_builtin_losses():
     model = _model_with_state()
     error = _assert_rejected_without_effect(
@@ -205,6 +207,7 @@ def test_an_unknown_loss_is_rejected_with_a_message_listing_the_builtin_losses()
     assert set(LOSSES) == {"cross_entropy", "importance_sampling", "ppo", "cispo", "dro", "gspo"}
 
 
+@pytest.mark.spec("LOSS-18")
 @pytest.mark.parametrize(
     ("loss_fn", "config", "field", "fragment"),
     [
@@ -254,6 +257,7 @@ def test_an_unknown_base_model_is_rejected_with_a_message_listing_the_supported_
         get_spec("qwen/qwen3-8b")  # names are exact, case included
 
 
+@pytest.mark.spec("OPT-7")
 @pytest.mark.parametrize(
     ("field", "value"),
     [
@@ -292,6 +296,7 @@ def test_a_lora_config_that_trains_nothing_is_rejected_naming_the_field(lora, fi
     assert excinfo.value.field == field
 
 
+@pytest.mark.spec("LOSS-19")
 @pytest.mark.parametrize(
     ("inputs", "fragment"),
     [
@@ -316,6 +321,7 @@ def _never_called(logprobs, inputs) -> DatumLossResult:
     raise AssertionError("validation must run before any datum loss")
 
 
+@pytest.mark.spec("WIRE-14")
 def test_a_per_datum_loss_that_fails_on_the_last_datum_adds_no_gradient():
     model = warm_model(TINY_64)
     data = [DatumInput(TOKENS, _ce()) for _ in range(3)]
@@ -340,6 +346,7 @@ def test_a_per_datum_loss_that_fails_on_the_last_datum_adds_no_gradient():
 _PROMPT = torch.tensor([1, 2, 3])
 
 
+@pytest.mark.spec("SMP-4")
 @pytest.mark.parametrize(
     ("spec", "field"),
     [

@@ -21,6 +21,7 @@ class Clock:
         return self.now
 
 
+@pytest.mark.spec("FUT-2")
 async def test_wait_returns_as_soon_as_the_result_exists() -> None:
     store = FutureStore(60, 600)
     store.create("r1", "optim_step", None)
@@ -32,6 +33,7 @@ async def test_wait_returns_as_soon_as_the_result_exists() -> None:
     assert record.state is FutureState.DONE and record.result == {"ok": True}
 
 
+@pytest.mark.spec("FUT-2")
 async def test_wait_times_out_with_the_future_still_pending() -> None:
     store = FutureStore(60, 600)
     store.create("r1", "optim_step", None)
@@ -39,6 +41,7 @@ async def test_wait_times_out_with_the_future_still_pending() -> None:
     assert record.state is FutureState.PENDING
 
 
+@pytest.mark.spec("FUT-6")
 async def test_a_future_finishes_once() -> None:
     store = FutureStore(60, 600)
     store.create("r1", "k", None)
@@ -49,12 +52,14 @@ async def test_a_future_finishes_once() -> None:
     assert record.failure is not None and record.failure.category == "user"
 
 
+@pytest.mark.spec("FUT-7")
 async def test_unknown_id_is_not_found() -> None:
     with pytest.raises(NotFound) as caught:
         FutureStore(60, 600).get("nope")
     assert caught.value.field == "request_id"
 
 
+@pytest.mark.spec("FUT-7")
 async def test_retrieved_result_expires_after_the_grace_period() -> None:
     clock = Clock()
     store = FutureStore(result_grace_seconds=30, result_ttl_seconds=3600, clock=clock)
@@ -70,6 +75,7 @@ async def test_retrieved_result_expires_after_the_grace_period() -> None:
     assert "expired" in caught.value.message
 
 
+@pytest.mark.spec("FUT-7")
 async def test_unretrieved_result_is_kept_until_its_ttl() -> None:
     clock = Clock()
     store = FutureStore(result_grace_seconds=30, result_ttl_seconds=100, clock=clock)
@@ -84,6 +90,7 @@ async def test_unretrieved_result_is_kept_until_its_ttl() -> None:
         store.get("r1")
 
 
+@pytest.mark.spec("FUT-7")
 async def test_pending_futures_never_expire() -> None:
     clock = Clock()
     store = FutureStore(result_grace_seconds=1, result_ttl_seconds=1, clock=clock)

@@ -3,10 +3,13 @@ derives itself are exact."""
 
 from __future__ import annotations
 
+import pytest
+
 from mock_server.service import ids
 from mock_server.service.ids import IdMinter
 
 
+@pytest.mark.spec("WIRE-4", "DET-1")
 def test_same_seed_same_sequence_same_ids() -> None:
     def run(seed: int) -> list[str]:
         minter = IdMinter(seed)
@@ -25,6 +28,7 @@ def test_counters_are_per_kind() -> None:
     assert minter.session_id().startswith("sess-1-")
 
 
+@pytest.mark.spec("WIRE-4")
 def test_formats_the_sdk_computes() -> None:
     assert ids.model_id("sess-0-abc", 3) == "sess-0-abc:train:3"
     assert ids.session_of_model("sess-0-abc:train:3") == "sess-0-abc"

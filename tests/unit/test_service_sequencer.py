@@ -53,6 +53,7 @@ def make(gap_timeout: float = 30.0, window: int = 4096) -> Recorder:
     return Recorder(sequencer)
 
 
+@pytest.mark.spec("SEQ-2", "SEQ-3")
 async def test_out_of_order_arrivals_execute_in_seq_order() -> None:
     ops = make()
     sequencer = ops.sequencer
@@ -67,6 +68,7 @@ async def test_out_of_order_arrivals_execute_in_seq_order() -> None:
     assert sequencer.next_seq("m") == 6
 
 
+@pytest.mark.spec("SEQ-2")
 async def test_ops_of_one_lane_never_overlap() -> None:
     ops = make()
     ops.submit(1, gate=True)
@@ -78,6 +80,7 @@ async def test_ops_of_one_lane_never_overlap() -> None:
     assert ops.ran == [1, 2]
 
 
+@pytest.mark.spec("SEQ-2")
 async def test_lanes_run_independently() -> None:
     sequencer = Sequencer(30.0, 4096)
     sequencer.open_lane("a", first_seq=1)
@@ -92,6 +95,7 @@ async def test_lanes_run_independently() -> None:
     assert a.ran == [1]
 
 
+@pytest.mark.spec("SEQ-5")
 async def test_duplicate_returns_the_original_request_id_and_runs_once() -> None:
     ops = make()
     first = ops.submit(1)
@@ -102,6 +106,7 @@ async def test_duplicate_returns_the_original_request_id_and_runs_once() -> None
     assert ops.ran == [1]
 
 
+@pytest.mark.spec("SEQ-5")
 async def test_buffered_duplicate_is_not_queued_twice() -> None:
     ops = make()
     first = ops.submit(2)
@@ -111,6 +116,7 @@ async def test_buffered_duplicate_is_not_queued_twice() -> None:
     assert ops.ran == [1, 2]
 
 
+@pytest.mark.spec("SEQ-7")
 async def test_same_seq_id_with_a_different_body_is_a_conflict() -> None:
     ops = make()
     ops.submit(1, "body-a")
@@ -120,6 +126,7 @@ async def test_same_seq_id_with_a_different_body_is_a_conflict() -> None:
     assert "different request" in caught.value.message
 
 
+@pytest.mark.spec("SEQ-6")
 async def test_rejected_op_consumes_its_seq_id_and_retries_get_the_same_error() -> None:
     ops = make()
     sequencer = ops.sequencer
@@ -134,6 +141,7 @@ async def test_rejected_op_consumes_its_seq_id_and_retries_get_the_same_error() 
     assert caught.value is error
 
 
+@pytest.mark.spec("SEQ-8")
 async def test_failed_op_consumes_its_seq_id() -> None:
     ops = make()
     sequencer = ops.sequencer
@@ -149,6 +157,7 @@ async def test_failed_op_consumes_its_seq_id() -> None:
     assert "engine exploded" in failures[0].message
 
 
+@pytest.mark.spec("SEQ-9")
 async def test_gap_that_never_fills_fails_waiting_ops_clearly() -> None:
     ops = make(gap_timeout=0.05)
     ops.submit(3)
@@ -166,6 +175,7 @@ async def test_gap_that_never_fills_fails_waiting_ops_clearly() -> None:
     assert ops.ran == [5]
 
 
+@pytest.mark.spec("SEQ-9")
 async def test_gap_timer_does_not_fire_while_an_op_runs() -> None:
     ops = make(gap_timeout=0.05)
     ops.submit(1, gate=True)
@@ -176,6 +186,7 @@ async def test_gap_timer_does_not_fire_while_an_op_runs() -> None:
     assert ops.ran == [1, 2] and ops.failed == {}
 
 
+@pytest.mark.spec("SEQ-7")
 async def test_seq_id_below_the_window_is_a_conflict() -> None:
     ops = make(window=4)
     for seq_id in range(1, 12):

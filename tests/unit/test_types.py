@@ -137,6 +137,7 @@ def _csr(
     return types.TensorData(values, "float32", shape, crow, col)
 
 
+@pytest.mark.spec("WIRE-10")
 @pytest.mark.parametrize(
     ("crow", "col", "values", "shape", "message"),
     [
@@ -171,6 +172,7 @@ def test_csr_indices_must_be_given_together() -> None:
         types.TensorData([1.0], "float32", [1, 1], sparse_crow_indices=[0, 1])
 
 
+@pytest.mark.spec("WIRE-10", "LOSS-7")
 def test_csr_densifies_with_the_pad_value_in_unlisted_cells_and_empty_rows() -> None:
     td = types.TensorData([5, 6], "int64", [3, 3], [0, 1, 1, 2], [2, 0])
     assert td.tolist() == [[0, 0, 5], [0, 0, 0], [6, 0, 0]]
@@ -318,6 +320,7 @@ def _datum(**inputs: object) -> types.Datum:
     return types.Datum(types.ModelInput.from_ints([1, 2, 3]), inputs)  # type: ignore[arg-type]
 
 
+@pytest.mark.spec("WIRE-10")
 def test_plain_lists_take_their_dtype_from_the_key() -> None:
     datum = _datum(
         target_tokens=[5, 6, 7],
@@ -331,6 +334,7 @@ def test_plain_lists_take_their_dtype_from_the_key() -> None:
     assert datum.loss_fn_inputs["sequence_ratio_mask"].shape == [3, 2]
 
 
+@pytest.mark.spec("WIRE-10")
 def test_a_plain_list_under_an_unknown_key_is_refused_with_the_known_keys() -> None:
     with pytest.raises(ValueError, match=r"'my_mask'.*plain list.*target_tokens"):
         _datum(my_mask=[1.0, 0.0, 1.0])
@@ -348,6 +352,7 @@ def test_bool_and_uint8_numpy_inputs_are_refused(numpy_dtype: type) -> None:
         _datum(weights=np.ones(3, dtype=numpy_dtype))
 
 
+@pytest.mark.spec("CL-8")
 def test_two_dimensional_torch_weights_become_csr_but_other_keys_stay_dense() -> None:
     weights = torch.zeros(3, 8)
     weights[0, 1] = 1.0
@@ -386,6 +391,7 @@ def test_provenance_span_refuses_negative_lengths_and_empty_ids() -> None:
 # ----- parameters and results ---------------------------------------------------------------------
 
 
+@pytest.mark.spec("OPT-2")
 def test_adam_params_have_the_official_defaults_and_send_all_six_keys() -> None:
     assert types.AdamParams().to_json() == {
         "learning_rate": 1e-4,
@@ -431,6 +437,7 @@ def test_lora_config_defaults_and_needs_at_least_one_trained_part() -> None:
         types.LoraConfig(rank=0)
 
 
+@pytest.mark.spec("SMP-7")
 def test_sample_response_lists_use_none_where_prompt_logprobs_are_nan() -> None:
     response = types.SampleResponse([], [None, -1.5, float("nan")])
     assert response.prompt_logprobs == [None, -1.5, None]

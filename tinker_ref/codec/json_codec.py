@@ -1,7 +1,7 @@
 """JSON forms of TensorData, model-input chunks, Datum and the JSON-era ForwardBackwardOutput.
 
 These are the shapes the official SDK's pydantic models dump with
-`model_dump(mode="json", exclude_none=True)` (wire spec section 5): used by the JSON-era wire
+`model_dump(mode="json", exclude_none=True)` (spec WIRE-6, WIRE-10): used by the JSON-era wire
 (SDK <= 0.24 request bodies, results accepted up to 0.23, Tinkex) and by `asample`'s
 `target_prompt_logprobs`. Values are Python JSON-ready objects (dicts, lists, numbers, str), not
 text; float32 values become the Python floats that represent them exactly, so a JSON round trip

@@ -6,7 +6,7 @@
 * `ForwardBackwardOutput` (a forward/backward future's result): per-datum outputs packed as
   `ArrayRecord`s of `BatchedTensor`s (byte offsets, `trailing_shape`); consecutive datums whose
   dtypes and trailing shapes agree share a record, so ragged `[N]` / `[N, K]` outputs work.
-* `SampleResponse` (a sampling future's result, wire spec section 3.7) lives in `proto_sample`
+* `SampleResponse` (a sampling future's result, spec WIRE-12) lives in `proto_sample`
   and is re-exported here.
 
 Encoders write canonical bytes (`SerializeToString(deterministic=True)` of the same message)

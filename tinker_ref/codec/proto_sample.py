@@ -1,4 +1,4 @@
-"""`SampleResponse` protobuf (a sampling future's result, wire spec section 3.7) <-> the type.
+"""`SampleResponse` protobuf (a sampling future's result, spec WIRE-12) <-> the type.
 
 Encoding: tokens int32, logprobs float32, top-k as two dense row-major `length x k` matrices,
 `prompt_logprobs` float32 with NaN where a position has no value, prompt alt tokens as int32.

@@ -1,6 +1,6 @@
 """The loss maths the state machine predicts with, written from the spec, not from the engine.
 
-Built-in losses (spec: losses-and-custom-loss.md §1.2) as elementwise torch formulas over one
+Built-in losses (spec LOSS-9 to LOSS-14) as elementwise torch formulas over one
 datum's target logprobs l (shaped like its `target_tokens`): the backend sums them over tokens
 and datums and never normalises, so a prediction is `sum_datums elementwise(...).sum()`.
 
@@ -25,7 +25,7 @@ Inputs = Mapping[str, Tensor]
 Config = Mapping[str, float]
 Elementwise = Callable[[Tensor, Inputs, Config], Tensor]
 
-# Absolute ratio bounds when the request names none (spec §1.2: 0.8 / 1.2, inclusive clamp).
+# Absolute ratio bounds when the request names none (spec LOSS-11: 0.8 / 1.2, inclusive clamp).
 CLIP_DEFAULTS = {"clip_low_threshold": 0.8, "clip_high_threshold": 1.2}
 
 

@@ -3,7 +3,7 @@
 An architecture (`ReferenceArchitecture`: initial adapter weights + a differentiable
 `logprobs(adapter, tokens, targets)`) is supplied by whoever knows the backend's network; for
 the mock server the test suite passes the engine's model definition. Everything *about
-training* is done here, directly, from the spec (losses-and-custom-loss.md §1, §3.3, §5):
+training* is done here, directly, from the spec (spec/losses.md, DET-4, OPT-1):
 
 - built-in losses: per chunk, datum losses summed left to right into one scalar, one
   `backward()` that adds into `.grad` (the backend's fixed reduction order, so results agree
@@ -14,7 +14,7 @@ training* is done here, directly, from the spec (losses-and-custom-loss.md §1, 
   cross-entropy anywhere, so a wrong sign or scale in the backend's custom path shows up;
 - `torch.optim.AdamW(foreach=False, fused=False)`, global-norm clipping first, gradients
   cleared after; a step with no gradient since the last one is skipped (the mock's documented
-  choice, spec §5 item 4);
+  choice, spec OPT-6);
 - save/load copy weights (and Adam state, or start it fresh) and clear pending gradients.
 
 Chunk boundaries matter for bit-equality (gradients and `loss:sum` are summed per request, then

@@ -1,4 +1,4 @@
-"""The Tinker HTTP wire, as the official SDK 0.38 speaks it (spec: tinker-http-wire.md).
+"""The Tinker HTTP wire, as the official SDK 0.38 speaks it (spec/wire.md, spec/futures.md).
 
 - Auth: `X-API-Key: tml-...` on every request; in JWT mode (`pjwt_auth_enabled`) the key is
   exchanged at `POST /api/v1/auth/token` and the JWT is sent instead, refreshed before expiry.
@@ -143,7 +143,7 @@ class HttpTransport:
         request_headers = {
             "X-API-Key": auth if auth is not None else await self._credential(),
             "User-Agent": f"tinker-ref/{__version__}",
-            # Every answer but a retrieved result is JSON; the SDK says so too (spec §0.5).
+            # Every answer but a retrieved result is JSON; the SDK says so too (spec FUT-5).
             "Accept": "application/json",
             **(headers or {}),
         }
@@ -212,7 +212,7 @@ class HttpTransport:
     async def _retrieve(
         self, request_id: str, request_type: str, decode: Callable[[_Response], T]
     ) -> T:
-        """Long-poll one future until it has an outcome (spec §3.3, §3.4)."""
+        """Long-poll one future until it has an outcome (spec FUT-9)."""
         allow_metadata_only = True
         rate_limited = 0
         bad_requests = 0
