@@ -3,16 +3,18 @@
 Transports translate everything they meet (aiohttp and grpc errors, HTTP statuses, failed
 futures) into these classes at the edge, so user code catches tinker_ref errors only:
 
-    TinkerRefError
+    TinkerRefError (also exported as TinkerError, the official SDK's name)
     ├── ConfigurationError          bad api key, base URL, transport name
     ├── CustomLossError             the user's loss function misbehaved (ValueError too)
     ├── ClientPoisonedError         an earlier op of this TrainingClient failed; it cannot go on
     └── APIError                    the service could not do what was asked
         ├── APIConnectionError      no HTTP/gRPC answer (connection refused, reset, DNS)
         │   └── APITimeoutError     no answer in time
+        ├── APIResponseValidationError  a 2xx answer whose body is not what the API promises
         ├── APIStatusError          an HTTP status >= 400 / a gRPC error status
         │   ├── BadRequestError            400
         │   ├── AuthenticationError        401
+        │   ├── BillingError               402
         │   ├── PermissionDeniedError      403
         │   ├── NotFoundError              404
         │   ├── ConflictError              409
@@ -22,6 +24,12 @@ futures) into these classes at the edge, so user code catches tinker_ref errors 
         │   └── InternalServerError        >= 500
         └── RequestFailedError      the request was accepted but its future failed
                                     (`category` is "user", "server" or "unknown")
+
+The names are the official SDK's (`tinker.RateLimitError`, ...), and `tinker_ref` exports them at
+top level too, so `except tinker.RateLimitError` keeps working after `import tinker_ref as
+tinker`. One difference, kept on purpose: `RequestFailedError` is an `APIError` here (the
+service could not do what was asked), where the SDK derives it from `TinkerError` directly, so
+`except APIError` also catches failed futures in tinker_ref.
 """
 
 from __future__ import annotations
@@ -45,6 +53,10 @@ class CustomLossError(TinkerRefError, ValueError):
 class ClientPoisonedError(TinkerRefError, RuntimeError):
     """A previous request of this TrainingClient failed; its reserved seq_ids can never be
     filled, so no later request can run. Create a new client (e.g. from a checkpoint)."""
+
+
+# The official SDK's name for the root of the tree (`tinker.TinkerError`).
+TinkerError = TinkerRefError
 
 
 class APIError(TinkerRefError):
@@ -76,6 +88,13 @@ class BadRequestError(APIStatusError):
 
 class AuthenticationError(APIStatusError):
     status_code = 401
+
+
+class BillingError(APIStatusError):
+    """402: the account cannot be billed (the hosted service's answer; the mock never sends
+    it)."""
+
+    status_code = 402
 
 
 class PermissionDeniedError(APIStatusError):
@@ -111,6 +130,7 @@ _STATUS_CLASSES: dict[int, type[APIStatusError]] = {
     for cls in (
         BadRequestError,
         AuthenticationError,
+        BillingError,
         PermissionDeniedError,
         NotFoundError,
         ConflictError,
@@ -127,6 +147,20 @@ def status_error(status_code: int, body: Any) -> APIStatusError:
     if cls is None:
         cls = InternalServerError if status_code >= 500 else APIStatusError
     return cls(f"Error code: {status_code} - {body}", status_code=status_code, body=body)
+
+
+class APIResponseValidationError(APIError):
+    """The service answered 2xx with a body that lacks what the API promises."""
+
+    def __init__(self, message: str, *, status_code: int = 200, body: Any = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.body = body
+
+
+class ExperimentalWarning(FutureWarning):
+    """Emitted by calls whose API may change in any release (the SDK's
+    `tinker.ExperimentalWarning`, e.g. `RestClient.search_sessions`)."""
 
 
 class RequestFailedError(APIError):

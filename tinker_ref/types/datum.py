@@ -28,6 +28,7 @@ __all__ = [
     "LossFnInputValue",
     "PromptProvenanceSpan",
     "ProvenanceSpan",
+    "ProvenanceSpans",
     "SampledProvenanceSpan",
 ]
 
@@ -72,6 +73,7 @@ class SampledProvenanceSpan:
 
 
 ProvenanceSpan: TypeAlias = PromptProvenanceSpan | SampledProvenanceSpan
+ProvenanceSpans: TypeAlias = list[ProvenanceSpan]  # the SDK's name for a datum's span list
 
 
 @dataclass(frozen=True, init=False)
