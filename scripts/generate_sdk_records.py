@@ -27,7 +27,6 @@ from typing import Any
 
 import pydantic
 from pydantic_core import PydanticUndefined
-
 from tinker import types as sdk_types
 
 # Names tinker_ref.types defines by hand (behaviour beyond plain data, or shared with the
@@ -151,7 +150,9 @@ class Renderer:
         if origin in (list, typing.List):  # noqa: UP006
             return f"list[{self.render(args[0]) if args else 'Any'}]"
         if origin in (tuple,):
-            return f"tuple[{', '.join(self.render(a) for a in args)}]" if args else "tuple[Any, ...]"
+            return (
+                f"tuple[{', '.join(self.render(a) for a in args)}]" if args else "tuple[Any, ...]"
+            )
         if origin in (dict, typing.Dict):  # noqa: UP006
             if not args:
                 return "dict[str, Any]"
@@ -238,7 +239,8 @@ def _ordered(aliases: list[tuple[str, str]]) -> list[tuple[str, str]]:
     ordered: list[tuple[str, str]] = []
     while pending:
         for name, rendered in list(pending.items()):
-            if not any(other in rendered.replace("[", " ").replace("|", " ").split() for other in pending if other != name):
+            words = rendered.replace("[", " ").replace("|", " ").split()
+            if not any(other in words for other in pending if other != name):
                 ordered.append((name, rendered))
                 del pending[name]
     return ordered
@@ -267,7 +269,9 @@ def render_dataclass(renderer: Renderer, name: str, cls: type) -> str:
         if spec.default is not dataclasses.MISSING:
             lines.append(f"    {spec.name}: {annotation} = {_literal(spec.default)}")
         elif spec.default_factory is not dataclasses.MISSING:
-            lines.append(f"    {spec.name}: {annotation} = {renderer._factory(spec.default_factory())}")
+            lines.append(
+                f"    {spec.name}: {annotation} = {renderer._factory(spec.default_factory())}"
+            )
         else:
             lines.append(f"    {spec.name}: {annotation}")
     return "\n".join(lines)

@@ -17,6 +17,7 @@ from mock_server.engine import Engine
 from mock_server.faults import FaultInjector
 from mock_server.http.keys import CONFIG_KEY, SERVICE_KEY
 from mock_server.http.middleware import FAULTS_KEY, api_middleware
+from mock_server.http.rest_routes import add_rest_routes
 from mock_server.http.routes import add_routes
 from mock_server.service import ServerConfig, TinkerService
 
@@ -43,6 +44,7 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> web.Applic
     app.cleanup_ctx.append(service_context)
     app.on_shutdown.append(release_long_polls)
     add_routes(app)
+    add_rest_routes(app)  # training runs, checkpoints, sessions: tinker.RestClient
     return app
 
 

@@ -22,6 +22,7 @@ from mock_server.service.results import (
     ModelInfo,
     OptimStepResult,
     SamplerInfo,
+    SaveWeightsExternalResult,
     SaveWeightsForSamplerResult,
     SaveWeightsResult,
     SubmittedFuture,
@@ -80,6 +81,13 @@ def result_json(result: object) -> dict[str, Any]:
         return {"type": "load_weights", "path": result.path, "model_id": result.model_id}
     if isinstance(result, CreateCustomLossResult):
         return {"type": "create_custom_loss", "loss_id": result.loss_id}
+    if isinstance(result, SaveWeightsExternalResult):
+        # SaveWeightsExternalResponseInternal: the SDK reads `path` (and size_bytes).
+        return {
+            "type": "save_weights_external",
+            "path": result.path,
+            "size_bytes": result.size_bytes,
+        }
     raise EncodingError(f"no JSON form for {type(result).__name__}")
 
 

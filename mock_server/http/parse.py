@@ -26,6 +26,7 @@ from mock_server.service.requests import (
     Sample,
     SampleParams,
     SaveWeights,
+    SaveWeightsExternal,
     SaveWeightsForSampler,
 )
 from tinker_ref.codec import (
@@ -215,6 +216,7 @@ def save_weights(body: object) -> SaveWeights:
         name=f.text("path"),
         overwrite=f.flag("overwrite", False),
         ttl_seconds=f.opt_integer("ttl_seconds"),
+        user_metadata=f.mapping("user_metadata"),
     )
 
 
@@ -227,11 +229,27 @@ def save_weights_for_sampler(body: object) -> SaveWeightsForSampler:
         sampling_session_seq_id=f.opt_integer("sampling_session_seq_id"),
         kind=f.opt_text("kind") or "snapshot",
         ttl_seconds=f.opt_integer("ttl_seconds"),
+        user_metadata=f.mapping("user_metadata"),
+    )
+
+
+def save_weights_external(body: object) -> SaveWeightsExternal:
+    f = Fields(body)
+    recipients = f.raw("age_encryption_recipients") or []
+    if not isinstance(recipients, list) or not all(isinstance(r, str) for r in recipients):
+        raise MalformedRequest("expected an array of strings", "age_encryption_recipients")
+    return SaveWeightsExternal(
+        model_id=f.text("model_id"),
+        seq_id=f.integer("seq_id"),
+        name=f.text("path"),
+        ttl_seconds=f.opt_integer("ttl_seconds"),
+        age_encryption_recipients=tuple(recipients),
     )
 
 
 def load_weights(body: object) -> LoadWeights:
     f = Fields(body)
+    optimizer = f.obj("optimizer_config", required=False)
     return LoadWeights(
         path=f.text("path"),
         optimizer=f.flag("optimizer", False),
@@ -241,6 +259,8 @@ def load_weights(body: object) -> LoadWeights:
         model_seq_id=f.opt_integer("model_seq_id"),
         base_model=f.opt_text("base_model"),
         user_metadata=f.mapping("user_metadata"),
+        optimizer_type=optimizer.text("type") if optimizer is not None else None,
+        weights_access_token=f.opt_text("weights_access_token"),
     )
 
 
@@ -307,6 +327,7 @@ def sample(body: object, sampling_session_id: str | None = None) -> Sample:
         target_prompt_logprobs=target_td,
         prompt_alt_tokens_k=f.integer_or("prompt_alt_tokens_k", 0),
         prompt_logprobs_last_n=f.opt_integer("prompt_logprobs_last_n"),
+        record_stability_info=f.flag("record_stability_info", False),
     )
 
 

@@ -165,8 +165,14 @@ async def session_heartbeat(request: web.Request) -> web.Response:
 
 
 async def finish_session(request: web.Request) -> web.Response:
-    await _read_json(request)
-    await _service(request).finish_session(_principal(request), request.match_info["session_id"])
+    fields = parse.Fields(await _read_json(request))
+    reason = fields.obj("reason", required=False)
+    await _service(request).finish_session(
+        _principal(request),
+        request.match_info["session_id"],
+        reason.opt_text("type") if reason is not None else None,
+        fields.opt_text("detail"),
+    )
     return _json({})
 
 

@@ -93,7 +93,10 @@ class Authenticator:
         now = int(self._clock())
         header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
         payload = _b64(
-            json.dumps({"sub": principal.identity, "iat": now, "exp": now + self._ttl}).encode()
+            json.dumps(
+                # org_id: the SDK's RestClient.whoami() reads it (tml:organization:<org_id>)
+                {"sub": principal.identity, "org_id": "mock", "iat": now, "exp": now + self._ttl}
+            ).encode()
         )
         return f"{header}.{payload}.{self._sign(f'{header}.{payload}')}"
 

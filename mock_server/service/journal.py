@@ -72,6 +72,13 @@ JOURNALED: tuple[tuple[str, str], ...] = (
     ("training", "reject_malformed"),
     ("sampling", "create_sampling_session"),
     ("sampling", "sample"),
+    # REST changes (rest_queries.py): replayed after the saves they act on
+    ("training", "save_weights_external"),
+    ("rest", "delete_checkpoint"),
+    ("rest", "set_checkpoint_ttl"),
+    ("rest", "set_checkpoint_public"),
+    ("rest", "assign_session_project"),
+    ("rest", "copy_weights"),
 )
 # Only classes from these modules are rebuilt from a journal (no arbitrary imports).
 _TRUSTED_MODULES = ("mock_server.service.", "tinker_ref.types.", "tinker_ref.codec.")

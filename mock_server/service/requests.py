@@ -68,6 +68,7 @@ class SaveWeights:
     name: str
     overwrite: bool = False
     ttl_seconds: int | None = None
+    user_metadata: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,18 @@ class SaveWeightsForSampler:
     sampling_session_seq_id: int | None = None
     kind: str = "snapshot"
     ttl_seconds: int | None = None
+    user_metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class SaveWeightsExternal:
+    """`save_weights_external`: the weights under `tinker://<model>/external_weights/<name>`."""
+
+    model_id: str
+    seq_id: int
+    name: str
+    ttl_seconds: int | None = None
+    age_encryption_recipients: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -95,6 +108,8 @@ class LoadWeights:
     model_seq_id: int | None = None
     base_model: str | None = None
     user_metadata: dict[str, Any] | None = None
+    optimizer_type: str | None = None  # `optimizer_config.type` of a create-via-load
+    weights_access_token: str | None = None  # accepted; the mock has no cross-account access
 
 
 @dataclass(frozen=True)
@@ -128,6 +143,7 @@ class Sample:
     target_prompt_logprobs: TensorData | None = None  # int64 [L-1, K], -1 = no target
     prompt_alt_tokens_k: int = 0
     prompt_logprobs_last_n: int | None = None
+    record_stability_info: bool = False  # accepted: sequence ids are returned either way
 
 
 @dataclass(frozen=True)

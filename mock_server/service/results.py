@@ -32,6 +32,12 @@ class SaveWeightsForSamplerResult:
 
 
 @dataclass(frozen=True)
+class SaveWeightsExternalResult:
+    path: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
 class LoadWeightsResult:
     path: str
     model_id: str

@@ -27,6 +27,7 @@ from mock_server.service.ids import IdMinter
 from mock_server.service.journal import Journal, Recovery, originals_of
 from mock_server.service.records import RequestLog
 from mock_server.service.requests import CreateSession
+from mock_server.service.rest_queries import RestQueries
 from mock_server.service.results import ModelInfo, SessionInfo
 from mock_server.service.sampling_ops import SamplingOps
 from mock_server.service.sequencer import Sequencer
@@ -65,6 +66,7 @@ class TinkerService:
         )
         self.training = TrainingOps(self.ctx)
         self.sampling = SamplingOps(self.ctx)
+        self.rest = RestQueries(self.ctx)  # training runs, checkpoints, sessions (RestClient)
         self.reaper = SessionReaper(
             self.ctx.registry, self.ctx.sequencer, config.session_idle_seconds
         )
@@ -106,9 +108,11 @@ class TinkerService:
     async def create_session(self, principal: Principal, req: CreateSession) -> SessionInfo:
         self.reaper.sweep()
         session_id = self.ctx.ids.session_id()
-        self.ctx.registry.sessions[session_id] = Session(
+        session = Session(
             session_id, principal.identity, req.tags, dict(req.user_metadata), req.sdk_version
         )
+        session.project_id, session.display_name = req.project_id, req.display_name
+        self.ctx.registry.sessions[session_id] = session
         return SessionInfo(session_id)
 
     async def heartbeat(self, principal: Principal, session_id: str) -> None:
@@ -121,8 +125,17 @@ class TinkerService:
             raise Gone(f"session {session_id!r} is finished", "session_id")
         session.heartbeats += 1
 
-    async def finish_session(self, principal: Principal, session_id: str) -> None:
-        self.ctx.registry.session(principal, session_id).finished = True
+    async def finish_session(
+        self,
+        principal: Principal,
+        session_id: str,
+        reason: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        session = self.ctx.registry.session(principal, session_id)
+        if not session.finished:  # the first reason wins, as on the hosted service
+            session.finish_reason, session.finish_detail = reason, detail
+        session.finished = True
 
     # ----- models -----
 

@@ -45,6 +45,12 @@ class Session:
     loss_claims: dict[int, Claim] = field(default_factory=dict)
     last_seen: float = field(default_factory=time.monotonic)  # heartbeat or use (expiry.py)
     expired: bool = False  # dropped for idleness: its models are gone, heartbeats get 410
+    # What the REST API reports about a session (rest_queries.py).
+    project_id: str | None = None
+    display_name: str | None = None
+    created_at: float = field(default_factory=time.time)  # wall clock, seconds since the epoch
+    finish_reason: str | None = None  # "success", "errored" or "interrupted", once finished
+    finish_detail: str | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,9 @@ class Model:
     failure: str | None = None
     settled: asyncio.Event = field(default_factory=asyncio.Event)  # READY or FAILED
     history: list[TrainingEvent] = field(default_factory=list)  # in execution (seq_id) order
+    # What the REST API reports about the training run (rest_queries.py).
+    created_at: float = field(default_factory=time.time)  # wall clock, seconds since the epoch
+    user_metadata: dict[str, Any] | None = None
 
     def settle(self, training: TrainingModel | None, failure: str | None = None) -> None:
         if training is not None:
@@ -97,6 +106,7 @@ class Sampler:
     # seq_id -> (fingerprint, request_id, sequence ids): dedupes retried asample POSTs.
     requests: dict[int, tuple[str, str, tuple[str, ...]]] = field(default_factory=dict)
     joined_clients: int = 0
+    inflight_of: str | None = None  # the model whose inflight saves update it (inflight.py)
 
 
 @dataclass(eq=False)

@@ -29,7 +29,7 @@ from mock_server.engine import (
     save_checkpoint,
 )
 from mock_server.engine.losses import LossSpec
-from mock_server.service import ids
+from mock_server.service import checkpoint_meta, external_weights, ids, inflight, unsupported
 from mock_server.service.auth import Principal
 from mock_server.service.checkpoints import CheckpointAddress, check_name, parse_address
 from mock_server.service.context import ServiceContext
@@ -50,6 +50,7 @@ from mock_server.service.requests import (
     MalformedOp,
     OptimStep,
     SaveWeights,
+    SaveWeightsExternal,
     SaveWeightsForSampler,
 )
 from mock_server.service.results import (
@@ -98,12 +99,7 @@ class TrainingOps:
             return SubmittedFuture(earlier, model_id)
         with validating():
             get_spec(req.base_model)
-            if req.optimizer_type != "adamw":
-                raise InvalidArgument(
-                    f"optimizer {req.optimizer_type!r} is not supported; the mock trains with "
-                    "AdamW only",
-                    "optimizer_config.type",
-                )
+            unsupported.check_optimizer(req.optimizer_type, "optimizer_config.type")
             if req.lora.rank < 1:
                 raise InvalidArgument(f"must be >= 1, got {req.lora.rank}", "lora_config.rank")
             if not (req.lora.train_attn or req.lora.train_mlp or req.lora.train_unembed):
@@ -122,7 +118,7 @@ class TrainingOps:
         def work() -> TrainingModel:
             return engine.create_model(req.base_model, lora, req.lora.seed, model_key=model_id)
 
-        return self._create(
+        submitted = self._create(
             principal,
             session.session_id,
             req.model_seq_id,
@@ -133,6 +129,8 @@ class TrainingOps:
             lora,
             work,
         )
+        self._ctx.registry.models[model_id].user_metadata = req.user_metadata
+        return submitted
 
     def _create(
         self,
@@ -239,6 +237,7 @@ class TrainingOps:
         def plan() -> tuple[Work, Finish]:
             if not req.data:
                 raise InvalidArgument("at least one datum is required", "data")
+            unsupported.check_loss_fn(req.loss_fn)
             inputs = datum_inputs(req.data)
             if ignore_unused_inputs and req.loss_fn in LOSSES:
                 inputs = _only_used_inputs(inputs, LOSSES[req.loss_fn])
@@ -339,10 +338,8 @@ class TrainingOps:
 
         def plan() -> tuple[Work, Finish]:
             if req.adam is None:
-                raise InvalidArgument(
-                    f"optimizer {req.optimizer_type!r} is not supported; send adam_params",
-                    "optimizer_params.type",
-                )
+                unsupported.check_optimizer(req.optimizer_type, "optimizer_params.type")
+                raise InvalidArgument("send adam_params", "adam_params")
             adam = AdamConfig(**asdict(req.adam))
             adam.validate()
 
@@ -372,6 +369,7 @@ class TrainingOps:
                     )
                 save_checkpoint(training, directory, include_optimizer=True)
                 checkpoints.saved(directory)
+                checkpoint_meta.record_save(directory, req.ttl_seconds, req.user_metadata)
                 return SaveWeightsResult(address.uri)
 
             return work, None
@@ -385,8 +383,12 @@ class TrainingOps:
         model = ctx.registry.model(principal, req.model_id)
 
         def plan() -> tuple[Work, Finish]:
+            if req.kind not in inflight.KINDS:
+                raise InvalidArgument(
+                    f"must be one of {', '.join(inflight.KINDS)}, got {req.kind!r}", "kind"
+                )
             if req.name is not None:
-                return self._plan_named_sampler_save(model, req.name)
+                return self._plan_named_sampler_save(model, req.name, req)
             if req.sampling_session_seq_id is None:
                 raise MalformedRequest(
                     "either path (a named save) or sampling_session_seq_id (an ephemeral "
@@ -397,12 +399,15 @@ class TrainingOps:
 
         return self._sequenced(principal, model, req.seq_id, "save_weights_for_sampler", req, plan)
 
-    def _plan_named_sampler_save(self, model: Model, name: str) -> tuple[Work, Finish]:
+    def _plan_named_sampler_save(
+        self, model: Model, name: str, req: SaveWeightsForSampler
+    ) -> tuple[Work, Finish]:
         address = CheckpointAddress(model.model_id, "sampler_weights", check_name(name, "path"))
         directory = self._ctx.checkpoints.directory(address)
 
         def work() -> object:
             save_checkpoint(require_training(model), directory, include_optimizer=False)
+            checkpoint_meta.record_save(directory, req.ttl_seconds, req.user_metadata)
             return SaveWeightsForSamplerResult(path=address.uri)
 
         return work, None
@@ -427,7 +432,7 @@ class TrainingOps:
             return require_training(model).weights()
 
         def finish(weights: Any) -> object:
-            registry.samplers[sampler_id] = Sampler(
+            sampler = registry.samplers[sampler_id] = Sampler(
                 sampler_id,
                 session.session_id,
                 principal.identity,
@@ -435,9 +440,25 @@ class TrainingOps:
                 None,
                 weights,
             )
+            if req.kind == "inflight":
+                inflight.publish(registry, sampler, model.model_id)
             return SaveWeightsForSamplerResult(sampling_session_id=sampler_id)
 
         return work, finish
+
+    async def save_weights_external(
+        self, principal: Principal, req: SaveWeightsExternal
+    ) -> SubmittedFuture:
+        """`tinker://<model>/external_weights/<name>` (external_weights.py)."""
+        model = self._ctx.registry.model(principal, req.model_id)
+        return self._sequenced(
+            principal,
+            model,
+            req.seq_id,
+            "save_weights_external",
+            req,
+            lambda: external_weights.plan(self._ctx, model, req),
+        )
 
     async def weights_info(self, principal: Principal, path: str) -> WeightsInfo:
         """The base model and LoRA shape of a checkpoint (`/weights_info`, SDK <= 0.25)."""
@@ -516,6 +537,8 @@ class TrainingOps:
             address = self._checkpoint(principal, req.path)
             if req.base_model is not None:
                 get_spec(req.base_model)
+            if req.optimizer_type is not None:
+                unsupported.check_optimizer(req.optimizer_type, "optimizer_config.type")
         directory = self._ctx.checkpoints.directory(address)
         engine = self._ctx.engine
 
@@ -529,7 +552,7 @@ class TrainingOps:
                 )
             return engine.model_from_checkpoint(checkpoint)
 
-        return self._create(
+        submitted = self._create(
             principal,
             session_id,
             model_seq_id,
@@ -541,6 +564,8 @@ class TrainingOps:
             work,
             result=lambda created: LoadWeightsResult(address.uri, created),
         )
+        self._ctx.registry.models[model_id].user_metadata = req.user_metadata
+        return submitted
 
 
 def _only_used_inputs(inputs: list[DatumInput], loss: LossSpec) -> list[DatumInput]:

@@ -13,6 +13,7 @@ from mock_server.service.results import (
     CreateModelResult,
     LoadWeightsResult,
     OptimStepResult,
+    SaveWeightsExternalResult,
     SaveWeightsForSamplerResult,
     SaveWeightsResult,
 )
@@ -55,6 +56,7 @@ def test_save_for_sampler_json_leaves_out_the_absent_variant() -> None:
         SaveWeightsResult("tinker://s:train:0/weights/a"),
         SaveWeightsForSamplerResult(path="tinker://s:train:0/sampler_weights/a"),
         SaveWeightsForSamplerResult(sampling_session_id="s:sample:0"),
+        SaveWeightsExternalResult("tinker://s:train:0/external_weights/e", 1024),
         LoadWeightsResult("tinker://s:train:0/weights/a", "s:train:0"),
         CreateCustomLossResult("s:loss:0"),
     ],
@@ -74,5 +76,6 @@ def test_every_json_result_is_typed_and_never_reads_as_a_failure(result: object)
             "SaveWeightsForSamplerResult": "save_weights_for_sampler",
             "LoadWeightsResult": "load_weights",
             "CreateCustomLossResult": "create_custom_loss",
+            "SaveWeightsExternalResult": "save_weights_external",
         }[type(result).__name__]
     )
