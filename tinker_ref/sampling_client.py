@@ -1,17 +1,35 @@
 """SamplingClient: sampling and prompt logprobs from a frozen snapshot (or a base model).
 
-Sample requests are numbered from 0 per client (`seq_id`), as the official SDK numbers them.
+Sample requests are numbered from 0 per client (`seq_id`), as the official SDK numbers them; a
+client rebuilt from a sampler handle joins the sampling session and numbers from
+`client_counter * 10**9`, so its seq_ids never collide with the original client's.
+
+Over HTTP every sampling option of SDK 0.38 travels (`topk_sample_logprobs`,
+`target_prompt_logprobs`, `prompt_alt_tokens_k`, `prompt_logprobs_last_n`, and the client's
+`record_stability_info`) in the body the SDK sends; the gRPC service carries prompt logprobs
+and their top-k only, and refuses the rest with a ConfigurationError naming the option.
 """
 
 from __future__ import annotations
 
+import base64
 import itertools
+import json
+import logging
 import math
 import threading
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from tinker_ref.futures import APIFuture, ResolvedClientFuture
-from tinker_ref.types import ModelInput, SampleResponse, SamplingParams
+from tinker_ref.types import ModelInput, SampleResponse, SamplingParams, TensorData
+from tinker_ref.wire_ops import json_wire, sample_body
+
+log = logging.getLogger(__name__)
+QUEUE_STATE_LOG_INTERVAL = 60.0  # seconds between "sampling is paused" warnings
+SEQ_IDS_PER_CLIENT = 1_000_000_000  # a joined client numbers from client_counter * this
 
 if TYPE_CHECKING:
     from tinker_ref.service_client import ServiceClient
@@ -24,6 +42,9 @@ class SamplingClient(ResolvedClientFuture):
         self.base_model = base_model
         self._seq_ids = itertools.count()
         self._lock = threading.Lock()
+        self.record_stability_info = False  # set by the factory that made the client
+        self.retry_config: object | None = None  # accepted for the SDK's signature
+        self._last_queue_state_logged = 0.0
 
     def _next_seq_id(self) -> int:
         with self._lock:
@@ -36,31 +57,81 @@ class SamplingClient(ResolvedClientFuture):
         sampling_params: SamplingParams,
         include_prompt_logprobs: bool = False,
         topk_prompt_logprobs: int = 0,
+        topk_sample_logprobs: int = 0,
+        target_prompt_logprobs: TensorData | None = None,
+        prompt_alt_tokens_k: int = 0,
+        prompt_logprobs_last_n: int | None = None,
     ) -> APIFuture[SampleResponse]:
-        """`num_samples` completions of `prompt`; a `sampling_params.seed` makes them repeatable."""
+        """`num_samples` completions of `prompt`; a `sampling_params.seed` makes them repeatable.
+
+        Options as in SDK 0.38: `topk_prompt_logprobs` / `topk_sample_logprobs` (top-k per
+        prompt / sampled position), `target_prompt_logprobs` (int64 `[len(prompt) - 1, K]`
+        token ids to score, -1 = none), `prompt_alt_tokens_k` (draws per prompt position),
+        `prompt_logprobs_last_n` (score only the last N prompt tokens)."""
+        _check_sample_options(
+            target_prompt_logprobs,
+            prompt_alt_tokens_k,
+            prompt_logprobs_last_n,
+            include_prompt_logprobs,
+        )
         seq_id = self._next_seq_id()
+        extended = (
+            topk_sample_logprobs != 0
+            or target_prompt_logprobs is not None
+            or prompt_alt_tokens_k != 0
+            or prompt_logprobs_last_n is not None
+            or self.record_stability_info
+        )
+        transport = self.service.transport
+        wire = None
+        if extended or hasattr(transport, "submit_sample"):
+            wire = json_wire(transport, "this sampling option")
 
         async def run() -> SampleResponse:
-            pending = await self.service.transport.sample(
-                self.sampling_session_id,
-                seq_id,
-                prompt,
-                num_samples,
-                sampling_params,
-                include_prompt_logprobs,
-                topk_prompt_logprobs,
-            )
-            return await pending.result()
+            if wire is None:  # gRPC: the options it carries
+                pending = await transport.sample(
+                    self.sampling_session_id,
+                    seq_id,
+                    prompt,
+                    num_samples,
+                    sampling_params,
+                    include_prompt_logprobs,
+                    topk_prompt_logprobs,
+                )
+            else:
+                pending = await wire.submit_sample(
+                    sample_body(
+                        self.sampling_session_id,
+                        seq_id,
+                        prompt,
+                        num_samples,
+                        sampling_params,
+                        include_prompt_logprobs,
+                        topk_prompt_logprobs,
+                        topk_sample_logprobs,
+                        target_prompt_logprobs,
+                        prompt_alt_tokens_k,
+                        prompt_logprobs_last_n,
+                        self.record_stability_info,
+                    )
+                )
+            response = await pending.result()
+            _check_answered(response, prompt_alt_tokens_k, prompt_logprobs_last_n)
+            return response
 
         return self.service.loop.submit(run())
 
-    def compute_logprobs(self, prompt: ModelInput) -> APIFuture[list[float | None]]:
-        """log p(token_t | tokens_<t) for every prompt token; None for the first."""
+    def compute_logprobs(
+        self, prompt: ModelInput, prompt_logprobs_last_n: int | None = None
+    ) -> APIFuture[list[float | None]]:
+        """log p(token_t | tokens_<t) for every prompt token; None for the first (and, with
+        `prompt_logprobs_last_n=N`, for every token before the last N)."""
         inner = self.sample(
             prompt,
             1,
             SamplingParams(max_tokens=1, temperature=1.0, top_k=-1, top_p=1.0),
             include_prompt_logprobs=True,
+            prompt_logprobs_last_n=prompt_logprobs_last_n,
         )
 
         async def run() -> list[float | None]:
@@ -78,16 +149,180 @@ class SamplingClient(ResolvedClientFuture):
         sampling_params: SamplingParams,
         include_prompt_logprobs: bool = False,
         topk_prompt_logprobs: int = 0,
+        topk_sample_logprobs: int = 0,
+        target_prompt_logprobs: TensorData | None = None,
+        prompt_alt_tokens_k: int = 0,
+        prompt_logprobs_last_n: int | None = None,
     ) -> SampleResponse:
         return await self.sample(
-            prompt, num_samples, sampling_params, include_prompt_logprobs, topk_prompt_logprobs
+            prompt,
+            num_samples,
+            sampling_params,
+            include_prompt_logprobs,
+            topk_prompt_logprobs,
+            topk_sample_logprobs,
+            target_prompt_logprobs,
+            prompt_alt_tokens_k,
+            prompt_logprobs_last_n,
         )
 
-    async def compute_logprobs_async(self, prompt: ModelInput) -> list[float | None]:
-        return await self.compute_logprobs(prompt)
+    async def compute_logprobs_async(
+        self, prompt: ModelInput, prompt_logprobs_last_n: int | None = None
+    ) -> list[float | None]:
+        return await self.compute_logprobs(prompt, prompt_logprobs_last_n)
+
+    def get_base_model(self) -> str:
+        """The base model's name, known since the client was made (no request)."""
+        return self.base_model
 
     async def get_base_model_async(self) -> str:
         return self.base_model
 
+    def get_tokenizer(self) -> Any:
+        """The base model's tokenizer (see tinker_ref/tokenizers.py)."""
+        from tinker_ref.tokenizers import load_tokenizer
+
+        return load_tokenizer(self.base_model)
+
+    def get_telemetry(self) -> None:
+        """None: tinker_ref sends no telemetry."""
+        return None
+
+    # ----- handles and factories ----------------------------------------------------------
+
+    def get_sampler_handle(self) -> str:
+        """A string naming this sampler (no credentials) for another process:
+        `SamplingClient.from_sampler_handle(handle)` makes a new client for the same sampler.
+        tinker_ref's own format (base64 JSON); the SDK's handles are not interchangeable."""
+        state = {
+            "base_url": self.service.base_url,
+            "transport": "grpc" if not hasattr(self.service.transport, "submit_sample") else "http",
+            "sampling_session_id": self.sampling_session_id,
+            "base_model": self.base_model,
+            "record_stability_info": self.record_stability_info,
+        }
+        return base64.urlsafe_b64encode(json.dumps(state, separators=(",", ":")).encode()).decode()
+
+    @staticmethod
+    def from_sampler_handle(handle: str, *, api_key: str | None = None) -> SamplingClient:
+        """A client for the sampler behind `handle`, authenticated with this process's
+        credentials (`api_key`, else the environment). It joins the sampling session, so its
+        seq_ids start at `client_counter * 10**9`."""
+        from tinker_ref.service_client import ServiceClient
+
+        try:
+            state = json.loads(base64.urlsafe_b64decode(handle.encode()))
+            base_url, sampler_id = str(state["base_url"]), str(state["sampling_session_id"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"not a tinker_ref sampler handle: {handle[:40]!r}") from exc
+        service = ServiceClient(
+            base_url=base_url, api_key=api_key, transport=str(state.get("transport", "http"))
+        )
+        wire = json_wire(service.transport, "SamplingClient.from_sampler_handle")
+
+        async def join() -> int:
+            await service._started()
+            body = {"sampling_session_id": sampler_id, "type": "join_sampling_session"}
+            answer = await wire.request_json("POST", "/join_sampling_session", body)
+            return int(answer["client_counter"])
+
+        counter = service.loop.run(join())
+        client = SamplingClient(service, sampler_id, str(state.get("base_model", "")))
+        client.record_stability_info = bool(state.get("record_stability_info", False))
+        client._seq_ids = itertools.count(counter * SEQ_IDS_PER_CLIENT)
+        return client
+
+    @staticmethod
+    def create(
+        holder: ServiceClient,
+        *,
+        model_path: str | None = None,
+        base_model: str | None = None,
+        sampling_session_id: str | None = None,
+        retry_config: object | None = None,
+        record_stability_info: bool = False,
+    ) -> APIFuture[SamplingClient]:
+        """A future of a client for a checkpoint, a base model, or an existing sampling session
+        (`holder` is the ServiceClient whose session it belongs to)."""
+
+        async def make() -> SamplingClient:
+            if sampling_session_id is not None:
+                name = base_model or await holder.transport.get_sampler_base_model(
+                    sampling_session_id
+                )
+                client = SamplingClient(holder, sampling_session_id, name)
+            else:
+                client = await holder._create_sampling_client(model_path, base_model)
+            client.record_stability_info = record_stability_info
+            client.retry_config = retry_config
+            return client
+
+        return holder.loop.submit(make())
+
+    def on_queue_state_change(self, queue_state: Any, queue_state_reason: str | None) -> None:
+        """Warn (at most once a minute) that sampling is paused, as the SDK's observer does;
+        tinker_ref's transports report no queue state, so only a caller invokes this."""
+        state = str(getattr(queue_state, "value", queue_state)).lower()
+        if state == "active":
+            return
+        if time.time() - self._last_queue_state_logged < QUEUE_STATE_LOG_INTERVAL:
+            return
+        self._last_queue_state_logged = time.time()
+        log.warning(
+            "Sampling is paused for sampler %s. Reason: %s",
+            self.sampling_session_id,
+            queue_state_reason or state,
+        )
+
     def __repr__(self) -> str:
         return f"SamplingClient({self.sampling_session_id!r}, base_model={self.base_model!r})"
+
+
+def _check_sample_options(
+    target_prompt_logprobs: TensorData | None,
+    prompt_alt_tokens_k: int,
+    prompt_logprobs_last_n: int | None,
+    include_prompt_logprobs: bool,
+) -> None:
+    """ValueError for what the SDK refuses before sending (before any seq_id is used)."""
+    if target_prompt_logprobs is not None:
+        if target_prompt_logprobs.dtype != "int64":
+            raise ValueError(
+                "target_prompt_logprobs must be an int64 tensor of token ids, "
+                f"got {target_prompt_logprobs.dtype}"
+            )
+        shape = target_prompt_logprobs.shape
+        if shape is None or len(shape) != 2:
+            raise ValueError(
+                f"target_prompt_logprobs must be 2-D, [len(prompt) - 1, K], got shape {shape}"
+            )
+    if prompt_alt_tokens_k < 0:
+        raise ValueError(f"prompt_alt_tokens_k must be 0 or greater, got {prompt_alt_tokens_k}")
+    if prompt_logprobs_last_n is not None:
+        if prompt_logprobs_last_n < 1:
+            raise ValueError(
+                f"prompt_logprobs_last_n must be 1 or greater, got {prompt_logprobs_last_n}"
+            )
+        if not include_prompt_logprobs:
+            raise ValueError(
+                "prompt_logprobs_last_n applies to prompt logprobs; set include_prompt_logprobs"
+            )
+
+
+def _check_answered(
+    response: SampleResponse, prompt_alt_tokens_k: int, prompt_logprobs_last_n: int | None
+) -> None:
+    """RuntimeError when the server ignored an option (it predates it), as the SDK checks."""
+    if prompt_alt_tokens_k > 0 and response.prompt_alt_tokens is None:
+        raise RuntimeError(
+            f"prompt_alt_tokens_k={prompt_alt_tokens_k} was requested but the server returned "
+            "no prompt_alt_tokens; it may predate this feature"
+        )
+    values = response.prompt_logprobs_np
+    if prompt_logprobs_last_n is not None and values is not None:
+        excluded = np.asarray(values)[: max(len(values) - prompt_logprobs_last_n, 0)]
+        if bool((~np.isnan(excluded)).any()):
+            raise RuntimeError(
+                f"prompt_logprobs_last_n={prompt_logprobs_last_n} was requested but the server "
+                "returned prompt logprobs before that suffix; it may predate this feature"
+            )

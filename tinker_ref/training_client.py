@@ -16,23 +16,36 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import warnings
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from tinker_ref.chunking import chunk_data
 from tinker_ref.custom_loss import CustomLossFn, forward_phase_data, run_custom_loss
 from tinker_ref.errors import ClientPoisonedError
 from tinker_ref.futures import APIFuture, EventLoopThread, ResolvedClientFuture
+from tinker_ref.loss_handle import LossHandle, check_loss_inputs, run_loss_handle
 from tinker_ref.metrics import combine_chunk_results, merge_custom_loss_metrics
 from tinker_ref.transport.base import ClientConfig, LossFnConfig, Pending, Transport
-from tinker_ref.types import AdamParams, Datum, ForwardBackwardOutput
+from tinker_ref.types import AdamParams, Datum, ForwardBackwardOutput, SaveWeightsExternalResponse
+from tinker_ref.types.optimizer import DimuonParams, OptimParams
 from tinker_ref.types.responses import (
     GetInfoResponse,
     LoadWeightsResponse,
     OptimStepResponse,
     SaveWeightsForSamplerResponse,
     SaveWeightsResponse,
+)
+from tinker_ref.types.wire_names import SamplingClientKind
+from tinker_ref.wire_ops import (
+    custom_loss_config,
+    json_wire,
+    load_weights_body,
+    optim_step_body,
+    save_weights_body,
+    save_weights_external_body,
+    save_weights_for_sampler_body,
 )
 
 if TYPE_CHECKING:
@@ -186,6 +199,45 @@ class TrainingClient(ResolvedClientFuture):
         return self._loop.submit(run())
 
     def forward_backward_custom(
+        self,
+        data: Sequence[Datum],
+        loss_fn: CustomLossFn | LossHandle,
+        *,
+        loss_type_input: Literal["logprobs"] | None = None,
+    ) -> APIFuture[ForwardBackwardOutput]:
+        """Train on any differentiable function of the per-datum logprobs.
+
+        `loss_fn` is a callable (below) or a `LossHandle` from `ServiceClient.create_custom_loss`:
+        an uploaded handle (one with a `loss_id`) runs on the server in one `forward_backward`
+        with loss `"custom"`; any other handle runs client-side like a callable.
+        `loss_type_input` is deprecated in SDK 0.38 and, as there, only "logprobs" is accepted.
+        """
+        if loss_type_input is not None:
+            warnings.warn(
+                "The 'loss_type_input' parameter of forward_backward_custom() is deprecated: "
+                "the loss always receives logprobs.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            if loss_type_input != "logprobs":
+                raise ValueError(
+                    f"Unsupported loss_type_input={loss_type_input!r}. Supported values are: "
+                    "logprobs"
+                )
+        if isinstance(loss_fn, LossHandle):
+            handle = loss_fn
+            if handle.session_id != self.service._session_id:
+                raise ValueError(
+                    f"LossHandle {handle.name!r} was created in session {handle.session_id}; it "
+                    "can only be used by clients of that session"
+                )
+            check_loss_inputs(handle, data)
+            if handle.loss_id is not None:
+                return self.forward_backward(data, "custom", custom_loss_config(handle.loss_id))
+            return self._forward_backward_custom(data, lambda d, lp: run_loss_handle(handle, d, lp))
+        return self._forward_backward_custom(data, loss_fn)
+
+    def _forward_backward_custom(
         self, data: Sequence[Datum], loss_fn: CustomLossFn
     ) -> APIFuture[ForwardBackwardOutput]:
         """Train on any differentiable function of the per-datum logprobs.
@@ -242,63 +294,189 @@ class TrainingClient(ResolvedClientFuture):
 
         return self._loop.submit(run())
 
-    def optim_step(self, adam_params: AdamParams | None = None) -> APIFuture[OptimStepResponse]:
-        """Apply AdamW with the accumulated gradient, then clear it."""
-        params = adam_params or AdamParams()
-        return self._single(lambda seq: self._transport.optim_step(self.model_id, seq, params))
+    def optim_step(
+        self,
+        optim_params: OptimParams | None = None,
+        *,
+        adam_params: AdamParams | None = None,
+    ) -> APIFuture[OptimStepResponse]:
+        """Apply the model's optimizer to the accumulated gradient, then clear it.
 
-    def save_state(
-        self, name: str, ttl_seconds: int | None = None
-    ) -> APIFuture[SaveWeightsResponse]:
-        """Save weights and optimizer state as `tinker://<model_id>/weights/<name>`."""
+        `optim_params` matches the optimizer chosen at creation: `AdamParams` (AdamW, the
+        default) or `DimuonParams`; `adam_params=` is SDK 0.38's legacy keyword for AdamParams.
+        """
+        if optim_params is not None and adam_params is not None:
+            raise ValueError("Specify optim_params or legacy adam_params, not both")
+        params = optim_params if optim_params is not None else adam_params
+        if params is None:
+            params = AdamParams()  # tinker_ref's default; the SDK requires parameters
+        if isinstance(params, AdamParams):
+            adam = params
+            return self._single(lambda seq: self._transport.optim_step(self.model_id, seq, adam))
+        if not isinstance(params, DimuonParams):
+            raise TypeError("Expected AdamParams or DimuonParams")
+        wire = json_wire(self._transport, "optim_step with DimuonParams")
+        other = params
         return self._single(
-            lambda seq: self._transport.save_weights(self.model_id, seq, name, ttl_seconds)
-        )
-
-    def load_state(self, path: str) -> APIFuture[LoadWeightsResponse]:
-        """Load weights from a checkpoint path; the optimizer state starts fresh."""
-        return self._single(
-            lambda seq: self._transport.load_weights(self.model_id, seq, path, optimizer=False)
-        )
-
-    def load_state_with_optimizer(self, path: str) -> APIFuture[LoadWeightsResponse]:
-        """Load weights and Adam state, to continue a run exactly."""
-        return self._single(
-            lambda seq: self._transport.load_weights(self.model_id, seq, path, optimizer=True)
-        )
-
-    def save_weights_for_sampler(
-        self, name: str, ttl_seconds: int | None = None
-    ) -> APIFuture[SaveWeightsForSamplerResponse]:
-        """Snapshot the weights for sampling as `tinker://<model_id>/sampler_weights/<name>`."""
-        return self._single(
-            lambda seq: self._transport.save_weights_for_sampler(
-                self.model_id, seq, name, None, ttl_seconds
+            lambda seq: wire.submit_json_op(
+                "/optim_step",
+                optim_step_body(self.model_id, seq, other),
+                "OptimStep",
+                OptimStepResponse.from_json,
             )
         )
 
-    def save_weights_and_get_sampling_client(self) -> SamplingClient:
-        """Snapshot the current weights and return a client that samples from them."""
-        return self._loop.run(self.save_weights_and_get_sampling_client_async())
+    def save_state(
+        self,
+        name: str,
+        ttl_seconds: int | None = None,
+        overwrite: bool = False,
+        user_metadata: dict[str, str] | None = None,
+    ) -> APIFuture[SaveWeightsResponse]:
+        """Save weights and optimizer state as `tinker://<model_id>/weights/<name>`.
 
-    async def save_weights_and_get_sampling_client_async(self) -> SamplingClient:
+        `ttl_seconds` (None: never expires), `overwrite` replaces a checkpoint of that name
+        (and its metadata), `user_metadata` is kept with it (RestClient reads it back)."""
+        if not overwrite and user_metadata is None:
+            return self._single(
+                lambda seq: self._transport.save_weights(self.model_id, seq, name, ttl_seconds)
+            )
+        wire = json_wire(self._transport, "save_state with overwrite or user_metadata")
+        return self._single(
+            lambda seq: wire.submit_json_op(
+                "/save_weights",
+                save_weights_body(self.model_id, seq, name, ttl_seconds, overwrite, user_metadata),
+                "SaveWeights",
+                SaveWeightsResponse.from_json,
+            )
+        )
+
+    def load_state(
+        self, path: str, weights_access_token: str | None = None
+    ) -> APIFuture[LoadWeightsResponse]:
+        """Load weights from a checkpoint path; the optimizer state starts fresh."""
+        return self._load(path, False, weights_access_token)
+
+    def load_state_with_optimizer(
+        self, path: str, weights_access_token: str | None = None
+    ) -> APIFuture[LoadWeightsResponse]:
+        """Load weights and Adam state, to continue a run exactly."""
+        return self._load(path, True, weights_access_token)
+
+    def _load(
+        self, path: str, optimizer: bool, weights_access_token: str | None
+    ) -> APIFuture[LoadWeightsResponse]:
+        if weights_access_token is None:
+            return self._single(
+                lambda seq: self._transport.load_weights(self.model_id, seq, path, optimizer)
+            )
+        wire = json_wire(self._transport, "load_state with weights_access_token")
+        return self._single(
+            lambda seq: wire.submit_json_op(
+                "/load_weights",
+                load_weights_body(self.model_id, seq, path, optimizer, weights_access_token),
+                "LoadWeights",
+                LoadWeightsResponse.from_json,
+            )
+        )
+
+    def save_weights_for_sampler(
+        self,
+        name: str,
+        ttl_seconds: int | None = None,
+        user_metadata: dict[str, str] | None = None,
+    ) -> APIFuture[SaveWeightsForSamplerResponse]:
+        """Snapshot the weights for sampling as `tinker://<model_id>/sampler_weights/<name>`."""
+        if user_metadata is None:
+            return self._single(
+                lambda seq: self._transport.save_weights_for_sampler(
+                    self.model_id, seq, name, None, ttl_seconds
+                )
+            )
+        wire = json_wire(self._transport, "save_weights_for_sampler with user_metadata")
+        return self._single(
+            lambda seq: wire.submit_json_op(
+                "/save_weights_for_sampler",
+                save_weights_for_sampler_body(
+                    self.model_id, seq, name, None, None, ttl_seconds, user_metadata
+                ),
+                "SaveWeightsForSampler",
+                SaveWeightsForSamplerResponse.from_json,
+            )
+        )
+
+    def save_weights_and_get_sampling_client(
+        self,
+        name: str | None = None,
+        retry_config: object | None = None,
+        record_stability_info: bool = False,
+        kind: SamplingClientKind = "snapshot",
+    ) -> SamplingClient:
+        """Save the current weights and return a client that samples from them.
+
+        `kind="snapshot"` freezes them; `kind="inflight"` publishes them to weights shared by
+        this model's inflight samplers (each later inflight save updates the earlier inflight
+        clients too; the mock applies it at once). `name` has no effect (deprecated in SDK
+        0.38); `record_stability_info` marks every sample for `stable_reinforce`;
+        `retry_config` is accepted for the SDK's signature (tinker_ref's transport retries)."""
+        if name is not None:
+            warnings.warn(
+                "The 'name' parameter of save_weights_and_get_sampling_client() is deprecated "
+                "and has no effect; use save_weights_for_sampler(name=...) and "
+                "create_sampling_client(model_path=...) for a persistent checkpoint.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        return self._loop.run(
+            self._save_weights_and_get_sampling_client(retry_config, record_stability_info, kind)
+        )
+
+    async def save_weights_and_get_sampling_client_async(
+        self,
+        name: str | None = None,
+        retry_config: object | None = None,
+        record_stability_info: bool = False,
+        kind: SamplingClientKind = "snapshot",
+    ) -> SamplingClient:
+        return await self._loop.submit(
+            self._save_weights_and_get_sampling_client(retry_config, record_stability_info, kind)
+        )
+
+    async def _save_weights_and_get_sampling_client(
+        self, retry_config: object | None, record_stability_info: bool, kind: str
+    ) -> SamplingClient:
         from tinker_ref.sampling_client import SamplingClient
 
+        if kind not in ("snapshot", "inflight"):
+            raise ValueError(f"kind must be 'snapshot' or 'inflight', got {kind!r}")
         sampling_seq_id = self.service.next_sampling_session_seq_id()
         ids = self._reserve(1)
 
-        async def run() -> SaveWeightsForSamplerResponse:
-            async with self._turn_for(ids):
-                pending = await self._transport.save_weights_for_sampler(
-                    self.model_id, ids.start + 1, None, sampling_seq_id, None
+        async def submit(seq_id: int) -> Pending[SaveWeightsForSamplerResponse]:
+            if kind == "snapshot":
+                return await self._transport.save_weights_for_sampler(
+                    self.model_id, seq_id, None, sampling_seq_id, None
                 )
-            return await pending.result()
+            wire = json_wire(self._transport, "save_weights_and_get_sampling_client(inflight)")
+            return await wire.submit_json_op(
+                "/save_weights_for_sampler",
+                save_weights_for_sampler_body(
+                    self.model_id, seq_id, None, sampling_seq_id, kind, None, None
+                ),
+                "SaveWeightsForSampler",
+                SaveWeightsForSamplerResponse.from_json,
+            )
 
-        response = await self._loop.submit(run())
+        async with self._turn_for(ids):
+            pending = await submit(ids.start + 1)
+        response = await pending.result()
         if response.sampling_session_id is None:
             raise ValueError("the service returned no sampling_session_id for the snapshot")
         base_model = self._info.model_data.model_name or self._info.model_name or ""
-        return SamplingClient(self.service, response.sampling_session_id, base_model)
+        sampler = SamplingClient(self.service, response.sampling_session_id, base_model)
+        sampler.record_stability_info = record_stability_info
+        sampler.retry_config = retry_config
+        return sampler
 
     # ----- async twins ------------------------------------------------------------------------
     # As in SDK 0.38: `await x_async(...)` submits the op (in the same seq_id order as the sync
@@ -318,30 +496,112 @@ class TrainingClient(ResolvedClientFuture):
         return self.forward_backward(data, loss_fn, loss_fn_config)
 
     async def forward_backward_custom_async(
-        self, data: Sequence[Datum], loss_fn: CustomLossFn
+        self,
+        data: Sequence[Datum],
+        loss_fn: CustomLossFn | LossHandle,
+        *,
+        loss_type_input: Literal["logprobs"] | None = None,
     ) -> APIFuture[ForwardBackwardOutput]:
-        return self.forward_backward_custom(data, loss_fn)
+        return self.forward_backward_custom(data, loss_fn, loss_type_input=loss_type_input)
 
     async def optim_step_async(
-        self, adam_params: AdamParams | None = None
+        self,
+        optim_params: OptimParams | None = None,
+        *,
+        adam_params: AdamParams | None = None,
     ) -> APIFuture[OptimStepResponse]:
-        return self.optim_step(adam_params)
+        return self.optim_step(optim_params, adam_params=adam_params)
 
     async def save_state_async(
-        self, name: str, ttl_seconds: int | None = None
+        self,
+        name: str,
+        ttl_seconds: int | None = None,
+        overwrite: bool = False,
+        user_metadata: dict[str, str] | None = None,
     ) -> APIFuture[SaveWeightsResponse]:
-        return self.save_state(name, ttl_seconds)
+        return self.save_state(name, ttl_seconds, overwrite, user_metadata)
 
-    async def load_state_async(self, path: str) -> APIFuture[LoadWeightsResponse]:
-        return self.load_state(path)
+    async def load_state_async(
+        self, path: str, weights_access_token: str | None = None
+    ) -> APIFuture[LoadWeightsResponse]:
+        return self.load_state(path, weights_access_token)
 
-    async def load_state_with_optimizer_async(self, path: str) -> APIFuture[LoadWeightsResponse]:
-        return self.load_state_with_optimizer(path)
+    async def load_state_with_optimizer_async(
+        self, path: str, weights_access_token: str | None = None
+    ) -> APIFuture[LoadWeightsResponse]:
+        return self.load_state_with_optimizer(path, weights_access_token)
 
     async def save_weights_for_sampler_async(
-        self, name: str, ttl_seconds: int | None = None
+        self,
+        name: str,
+        ttl_seconds: int | None = None,
+        user_metadata: dict[str, str] | None = None,
     ) -> APIFuture[SaveWeightsForSamplerResponse]:
-        return self.save_weights_for_sampler(name, ttl_seconds)
+        return self.save_weights_for_sampler(name, ttl_seconds, user_metadata)
+
+    # ----- SDK 0.38 surface: exports, tokenizer, sampling clients, telemetry -----------------
+
+    def save_weights_external(
+        self,
+        name: str,
+        ttl_seconds: int | None = None,
+        age_encryption_recipients: list[str] | None = None,
+    ) -> APIFuture[SaveWeightsExternalResponse]:
+        """Export the weights as `tinker://<model_id>/external_weights/<name>` (download them
+        with `RestClient.get_external_weights_urls`)."""
+        wire = json_wire(self._transport, "save_weights_external")
+        return self._single(
+            lambda seq: wire.submit_json_op(
+                "/save_weights_external",
+                save_weights_external_body(
+                    self.model_id, seq, name, ttl_seconds, age_encryption_recipients
+                ),
+                "SaveWeightsExternal",
+                # the SDK answers only the path (SaveWeightsExternalResponse)
+                lambda body: SaveWeightsExternalResponse(path=str(body["path"])),
+            )
+        )
+
+    async def save_weights_external_async(
+        self,
+        name: str,
+        ttl_seconds: int | None = None,
+        age_encryption_recipients: list[str] | None = None,
+    ) -> APIFuture[SaveWeightsExternalResponse]:
+        return self.save_weights_external(name, ttl_seconds, age_encryption_recipients)
+
+    def get_tokenizer(self) -> Any:
+        """The model's tokenizer (tinker_ref/tokenizers.py: the mock's built-in ones, else
+        `transformers.AutoTokenizer` as the SDK loads it)."""
+        from tinker_ref.tokenizers import load_tokenizer
+
+        model_name = self._info.model_data.model_name or self._info.model_name or ""
+        return load_tokenizer(model_name, self._info.model_data.tokenizer_id)
+
+    def create_sampling_client(
+        self,
+        model_path: str,
+        retry_config: object | None = None,
+        record_stability_info: bool = False,
+    ) -> SamplingClient:
+        """A sampling client for saved sampler weights (`tinker://...`)."""
+        return self.service.create_sampling_client(
+            model_path, None, retry_config, record_stability_info
+        )
+
+    async def create_sampling_client_async(
+        self,
+        model_path: str,
+        retry_config: object | None = None,
+        record_stability_info: bool = False,
+    ) -> SamplingClient:
+        return await self.service.create_sampling_client_async(
+            model_path, None, retry_config, record_stability_info
+        )
+
+    def get_telemetry(self) -> None:
+        """None: tinker_ref sends no telemetry (the SDK's answer with TINKER_TELEMETRY=0)."""
+        return None
 
     def __repr__(self) -> str:
         return f"TrainingClient(model_id={self.model_id!r})"

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 import aiohttp
 
@@ -103,6 +104,9 @@ class HttpTransport:
         self._config = ClientConfig()
         self._jwt: str | None = None
         self._jwt_expiry = 0.0
+        # Sent with every request (the SDK's CF-Access-* from the environment and
+        # ServiceClient(default_headers_overrides=...)); per-request headers win.
+        self.default_headers: dict[str, str] = {}
 
     # ----- plumbing ---------------------------------------------------------------------------
 
@@ -145,6 +149,7 @@ class HttpTransport:
             "User-Agent": f"tinker-ref/{__version__}",
             # Every answer but a retrieved result is JSON; the SDK says so too (spec FUT-5).
             "Accept": "application/json",
+            **self.default_headers,
             **(headers or {}),
         }
         if method != "GET":
@@ -523,6 +528,64 @@ class HttpTransport:
             )
 
         return self._pending(str(request_id), "Sample", decode)
+
+    # ----- additive (surface parity): requests the fixed methods above cannot express ------
+    # tinker_ref/wire_ops.py builds SDK 0.38's bodies for them; tinker_ref/rest_client.py reads
+    # and changes the REST resources (training runs, checkpoints, sessions) through them.
+
+    async def request_json(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        params: Mapping[str, object] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """One REST call (retried like every request); its parsed JSON answer (None if empty).
+        `params` become the query string; None values are left out, as httpx leaves them."""
+        if params:
+            query = urlencode({k: v for k, v in params.items() if v is not None})
+            path = f"{path}?{query}" if query else path
+        response = await self._send(method, path, body, headers=headers)
+        return response.json()
+
+    async def submit_json_op(
+        self, path: str, body: Mapping[str, Any], request_type: str, decode: Callable[[Any], T]
+    ) -> DeferredResult[T]:
+        """POST a future-creating JSON body; its result is `decode(parsed JSON)`."""
+        request_id = await self._submit(path, dict(body))
+        return self._pending(request_id, request_type, lambda r: decode(r.json() or {}))
+
+    async def submit_sample(self, body: Mapping[str, Any]) -> DeferredResult[SampleResponse]:
+        """`asample` with a body built by the caller (every SDK 0.38 sampling option)."""
+        response = await self._send(
+            "POST", "/asample", dict(body), headers={"X-Tinker-Sampling-Backpressure": "1"}
+        )
+        request_id = _field(response, "request_id")
+        sequence_ids = _field(response, "sample_sequence_ids")
+
+        def decode(r: _Response) -> SampleResponse:
+            decoded = decode_sample_response(r.body)
+            return SampleResponse(
+                [
+                    seq.with_sequence_id(str(sid))
+                    for seq, sid in zip(decoded.sequences, sequence_ids, strict=False)
+                ],
+                decoded.prompt_logprobs_np,
+                decoded.topk_prompt_logprobs_np,
+                decoded.target_prompt_logprobs,
+                decoded.prompt_cache_hit_tokens,
+                decoded.prompt_alt_tokens,
+            )
+
+        return self._pending(str(request_id), "Sample", decode)
+
+    async def identity_jwt(self) -> str | None:
+        """A JWT with the caller's identity claims, when JWT auth is on (or the key is one)."""
+        if self._config.pjwt_auth_enabled:
+            return await self._credential()
+        return self._api_key if self._api_key.startswith("eyJ") else None
 
 
 def _field(response: _Response, key: str) -> Any:

@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tinker_ref.types.optimizer import AdamOptimizerConfig, DimuonOptimizerConfig
+
 __all__ = [
     "GetInfoResponse",
     "GetServerCapabilitiesResponse",
@@ -69,10 +71,14 @@ class GetInfoResponse:
     is_lora: bool | None = None
     lora_rank: int | None = None
     model_name: str | None = None
+    optimizer_config: AdamOptimizerConfig | DimuonOptimizerConfig | None = None
+    type: str | None = None  # "get_info"
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> GetInfoResponse:
         data = _required(body, "model_data", "get_info")
+        optimizer = body.get("optimizer_config")
+        optimizer_type = optimizer.get("type") if isinstance(optimizer, Mapping) else None
         return cls(
             model_id=str(_required(body, "model_id", "get_info")),
             model_data=ModelData(
@@ -83,6 +89,12 @@ class GetInfoResponse:
             is_lora=body.get("is_lora"),
             lora_rank=body.get("lora_rank"),
             model_name=body.get("model_name"),
+            optimizer_config=DimuonOptimizerConfig()
+            if optimizer_type == "dimuon"
+            else AdamOptimizerConfig()
+            if optimizer_type == "adamw"
+            else None,
+            type=body.get("type"),
         )
 
 
@@ -98,26 +110,30 @@ class OptimStepResponse:
 @dataclass(frozen=True)
 class SaveWeightsResponse:
     path: str  # tinker://<model_id>/weights/<name>
+    type: str | None = None  # "save_weights"
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> SaveWeightsResponse:
-        return cls(str(_required(body, "path", "save_weights")))
+        return cls(str(_required(body, "path", "save_weights")), body.get("type"))
 
 
 @dataclass(frozen=True)
 class SaveWeightsForSamplerResponse:
     path: str | None = None  # named saves: tinker://<model_id>/sampler_weights/<name>
     sampling_session_id: str | None = None  # ephemeral saves
+    type: str | None = None  # "save_weights_for_sampler"
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> SaveWeightsForSamplerResponse:
-        return cls(body.get("path"), body.get("sampling_session_id"))
+        return cls(body.get("path"), body.get("sampling_session_id"), body.get("type"))
 
 
 @dataclass(frozen=True)
 class LoadWeightsResponse:
     path: str | None = None
+    model_id: str | None = None  # the model loaded into (or created)
+    type: str | None = None  # "load_weights"
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> LoadWeightsResponse:
-        return cls(body.get("path"))
+        return cls(body.get("path"), body.get("model_id"), body.get("type"))

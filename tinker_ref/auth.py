@@ -1,0 +1,36 @@
+"""Local credential checks, as `tinker.auth` offers them (no request is made).
+
+`get_tinker_token()` is the static key from `$TINKER_API_KEY` (None without one);
+`tinker_has_credentials()` says whether a credential can be resolved (a configured
+`$TINKER_CREDENTIAL_CMD` counts without running it); `raise_if_tinker_not_accessible()` makes one
+request to the service and raises its error. The SDK's stored credentials (`tinker auth login`)
+are not read: tinker_ref has no login command.
+"""
+
+from __future__ import annotations
+
+import os
+
+from tinker_ref import environment
+
+__all__ = ["get_tinker_token", "raise_if_tinker_not_accessible", "tinker_has_credentials"]
+
+
+def get_tinker_token() -> str | None:
+    key = os.environ.get("TINKER_API_KEY")
+    if not key or not (key.startswith("tml-") or key.startswith("eyJ")):
+        return None
+    return key
+
+
+def tinker_has_credentials() -> bool:
+    return get_tinker_token() is not None or bool(os.environ.get("TINKER_CREDENTIAL_CMD"))
+
+
+def raise_if_tinker_not_accessible(base_url: str | None = None, api_key: str | None = None) -> None:
+    """One `get_server_capabilities` request; raises the API error it gets (or
+    ConfigurationError without a credential)."""
+    from tinker_ref.rest_client import RestClient
+
+    environment.api_key(api_key)  # ConfigurationError (a TinkerError) without a credential
+    RestClient(base_url=base_url, api_key=api_key).get_server_capabilities().result()
