@@ -547,6 +547,8 @@ class HttpTransport:
         if params:
             query = urlencode({k: v for k, v in params.items() if v is not None})
             path = f"{path}?{query}" if query else path
+        if method != "GET" and body is None:  # the SDK labels even an empty body JSON
+            headers = {"Content-Type": "application/json", **(headers or {})}
         response = await self._send(method, path, body, headers=headers)
         return response.json()
 
