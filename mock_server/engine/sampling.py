@@ -26,6 +26,7 @@ from mock_server.engine.model import (
     Adapter,
     BaseWeights,
     OutputHead,
+    derive_seed,
     target_logprobs,
     topk_logprobs,
 )
@@ -46,6 +47,8 @@ class SampleSpec:
     prompt_logprobs: bool = False
     topk_prompt_logprobs: int = 0
     target_prompt_logprobs: Tensor | None = None  # (L-1, K) int64 ids, -1 = no target
+    topk_sample_logprobs: int = 0  # k most likely tokens at each sampled position
+    prompt_alt_tokens_k: int = 0  # draws at each prompt position after the first
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class SampledSequence:
     tokens: list[int]
     logprobs: list[float]
     stop_reason: str  # "stop" | "length"
+    topk: tuple[Tensor, Tensor] | None = None  # ids (n, k) int64, logprobs (n, k) float32
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,7 @@ class SampleResult:
     prompt_logprobs: Tensor | None = None  # (L,) float32, NaN at position 0
     topk_prompt_logprobs: tuple[Tensor, Tensor] | None = None  # ids (L, k), logprobs (L, k)
     target_prompt_logprobs: Tensor | None = None  # (L-1, K) float32, 0.0 where id was -1
+    prompt_alt_tokens: tuple[Tensor, Tensor] | None = None  # tokens (L-1, k), logprobs (L-1, k)
     extra: dict[str, float] = field(default_factory=dict)
 
 
@@ -88,8 +93,10 @@ def validate_spec(spec: SampleSpec, vocab_size: int, max_context: int) -> None:
         )
     if not 0 < spec.top_p <= 1:
         raise InvalidInputError("sampling_params.top_p", f"must be in (0, 1], got {spec.top_p}")
-    if spec.topk_prompt_logprobs < 0:
-        raise InvalidInputError("topk_prompt_logprobs", "must be >= 0")
+    for name in ("topk_prompt_logprobs", "topk_sample_logprobs", "prompt_alt_tokens_k"):
+        value = getattr(spec, name)
+        if not 0 <= value <= vocab_size:
+            raise InvalidInputError(name, f"must be in [0, {vocab_size}], got {value}")
     for token in spec.stop_token_ids or ():
         if not 0 <= token < vocab_size:
             raise InvalidInputError(
@@ -192,7 +199,11 @@ def sample(base: BaseWeights, weights: Adapter, spec: SampleSpec) -> SampleResul
                     break
             full = torch.cat([prompt, torch.tensor(generated, dtype=torch.int64)])
             logprobs = target_logprobs(base, weights, full[:-1], full[1:])[prompt.numel() - 1 :]
-            sequences.append(SampledSequence(generated, logprobs.tolist(), stop_reason))
+            topk = None
+            if spec.topk_sample_logprobs:  # the model's own top-k at each sampled position
+                ids, values = topk_logprobs(base, weights, full[:-1], spec.topk_sample_logprobs)
+                topk = ids[prompt.numel() - 1 :], values[prompt.numel() - 1 :]
+            sequences.append(SampledSequence(generated, logprobs.tolist(), stop_reason, topk))
         return SampleResult(
             sequences=sequences,
             prompt_logprobs=_prompt_logprobs(base, weights, prompt)
@@ -202,6 +213,7 @@ def sample(base: BaseWeights, weights: Adapter, spec: SampleSpec) -> SampleResul
             target_prompt_logprobs=_target_prompt(
                 base, weights, prompt, spec.target_prompt_logprobs
             ),
+            prompt_alt_tokens=_prompt_alt_tokens(base, weights, spec),
         )
 
 
@@ -237,3 +249,31 @@ def _target_prompt(
     present = targets >= 0
     logprobs = target_logprobs(base, weights, prompt[:-1], targets.clamp(min=0))
     return torch.where(present, logprobs, torch.zeros(()))
+
+
+def _prompt_alt_tokens(
+    base: BaseWeights, weights: Adapter, spec: SampleSpec
+) -> tuple[Tensor, Tensor] | None:
+    """`prompt_alt_tokens_k` draws at every prompt position t >= 1, independently and at the
+    request's temperature (0: the most likely token, k times), from the next-token distribution
+    given prompt[:t]; row t - 1 holds them with the model's own logprobs (temperature 1, as for
+    sampled tokens). A generator of their own, so asking for them never changes the samples."""
+    k = spec.prompt_alt_tokens_k
+    if k == 0:
+        return None
+    prompt = spec.prompt
+    rows = prompt.numel() - 1
+    tokens = torch.zeros(rows, k, dtype=torch.int64)
+    logprobs = torch.zeros(rows, k)
+    generator = torch.Generator().manual_seed(derive_seed(spec.seed, "prompt_alt_tokens"))
+    head = OutputHead(base, weights)
+    for t in range(1, prompt.numel()):
+        logits = head.next_token_logits(base, weights, prompt[:t])  # (V,)
+        if spec.temperature == 0:
+            drawn = logits.argmax().repeat(k)
+        else:
+            probs = torch.softmax(logits / spec.temperature, dim=0)
+            drawn = torch.multinomial(probs, k, replacement=True, generator=generator)
+        tokens[t - 1] = drawn
+        logprobs[t - 1] = torch.log_softmax(logits, dim=0)[drawn]
+    return tokens, logprobs

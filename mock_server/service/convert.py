@@ -17,10 +17,12 @@ import torch
 from mock_server.engine import DatumInput, ForwardBackwardResult, SampleResult
 from mock_server.service.errors import InvalidArgument, MalformedRequest
 from tinker_ref.types import (
+    MASK_LOGPROB,
     Datum,
     EncodedTextChunk,
     ForwardBackwardOutput,
     ModelInputChunk,
+    PromptAltTokens,
     SampledSequence,
     SampleResponse,
     TensorData,
@@ -85,6 +87,11 @@ def sample_response(
             seq.stop_reason,  # type: ignore[arg-type]  # engine emits "stop" | "length"
             np.asarray(seq.tokens, dtype=np.int32),
             np.asarray(seq.logprobs, dtype=np.float32),
+            None
+            if seq.topk is None
+            else TopkLogprobs(
+                seq.topk[0].numpy().astype(np.int32), seq.topk[1].numpy().astype(np.float32)
+            ),
         )
         for seq in result.sequences
     ]
@@ -99,12 +106,22 @@ def sample_response(
     topk = None
     if result.topk_prompt_logprobs is not None:
         ids, values = result.topk_prompt_logprobs
-        topk = TopkLogprobs(ids.numpy().astype(np.int32), values.numpy().astype(np.float32))
+        id_rows, value_rows = ids.numpy().astype(np.int32), values.numpy().astype(np.float32)
+        if prompt_logprobs_last_n is not None:  # "likewise for topk_prompt_logprobs rows"
+            keep_from = max(id_rows.shape[0] - prompt_logprobs_last_n, 0)
+            id_rows[:keep_from], value_rows[:keep_from] = 0, MASK_LOGPROB
+        topk = TopkLogprobs(id_rows, value_rows)
     return SampleResponse(
         sequences,
         prompt_logprobs=prompt_logprobs,
         topk_prompt_logprobs=topk,
         target_prompt_logprobs=_target_layout(result.target_prompt_logprobs, target_request),
+        prompt_alt_tokens=None
+        if result.prompt_alt_tokens is None
+        else PromptAltTokens(
+            TensorData.from_torch(result.prompt_alt_tokens[0]),
+            TensorData.from_torch(result.prompt_alt_tokens[1].to(torch.float32)),
+        ),
     )
 
 

@@ -150,12 +150,6 @@ class SamplingOps:
     def _spec(self, sampler: Sampler, req: Sample) -> SampleSpec:
         if req.seq_id < 0:
             raise MalformedRequest(f"must be >= 0, got {req.seq_id}", "seq_id")
-        for name, value in (
-            ("topk_sample_logprobs", req.topk_sample_logprobs),
-            ("prompt_alt_tokens_k", req.prompt_alt_tokens_k),
-        ):
-            if value:
-                raise InvalidArgument(f"is not supported by the mock (got {value})", name)
         params = req.params
         stop_ids: tuple[int, ...] | None = None
         stop_strings: tuple[str, ...] = ()
@@ -190,6 +184,8 @@ class SamplingOps:
             prompt_logprobs=req.prompt_logprobs,
             topk_prompt_logprobs=req.topk_prompt_logprobs,
             target_prompt_logprobs=targets,
+            topk_sample_logprobs=req.topk_sample_logprobs,
+            prompt_alt_tokens_k=req.prompt_alt_tokens_k,
         )
         model_spec = get_spec(sampler.base_model)
         with validating():

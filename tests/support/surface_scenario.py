@@ -9,7 +9,8 @@ losses server-side and injects a few faults: a session with a project, display n
 checkpoints with TTL, metadata and overwrite, sampler weights, an external export; the REST API
 (training runs, checkpoints, TTL, publish, delete, sessions, project, copy, weights info,
 sampler, external URLs, billing and audit); sampling with every option the mock serves
-(prompt logprobs and their top-k, target prompt logprobs, the last-N suffix, stability info),
+(prompt logprobs and their top-k, sampled top-k, target prompt logprobs, prompt draws, the
+last-N suffix, stability info),
 `compute_logprobs` with a suffix, inflight samplers; and SDK 0.38's newest features the mock
 refuses (Dimuon at creation and per step, `stable_reinforce`). Prints one JSON line of what the
 client returned, with server times and ports left out (they differ between runs).
@@ -135,12 +136,18 @@ def main(sdk: str, address: str) -> dict[str, Any]:
         topk_prompt_logprobs=2,
         target_prompt_logprobs=types.TensorData.from_torch(targets),
         prompt_logprobs_last_n=4,
+        topk_sample_logprobs=2,
+        prompt_alt_tokens_k=2,
     ).result()
     out["sample"] = {
         "tokens": [list(s.tokens) for s in sampled.sequences],
         "sequence_ids": [s.sequence_id for s in sampled.sequences],
+        "sample_topk": [s.topk_logprobs for s in sampled.sequences],
         "prompt_logprobs": sampled.prompt_logprobs,
+        "prompt_topk": sampled.topk_prompt_logprobs,
         "targets": sampled.target_prompt_logprobs.tolist(),
+        "alt_tokens": sampled.prompt_alt_tokens.tokens.tolist(),
+        "alt_logprobs": sampled.prompt_alt_tokens.logprobs.tolist(),
     }
     out["suffix_logprobs"] = sampler.compute_logprobs(prompt, prompt_logprobs_last_n=3).result()
     stable = training.save_weights_and_get_sampling_client(record_stability_info=True).result()
