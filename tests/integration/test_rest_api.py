@@ -12,6 +12,7 @@ import pytest
 
 from mock_server.embedded import EmbeddedServer, serve
 from mock_server.service import checkpoint_meta
+from tests.integration.conftest import MakeMockApi
 from tinker_ref import RestClient, ServiceClient, TrainingClient, errors, types
 
 MODEL = "tinker-ref/tiny-bytes"
@@ -274,3 +275,44 @@ def test_environment_variables_reach_the_session(
         assert (session.project_id, session.tags) == ("proj-env", ("alpha", "beta"))
         runs = rest.list_training_runs(project_id="proj-env").result(TIMEOUT).training_runs
         assert [r.training_run_id for r in runs] == [training.model_id]
+
+
+RUN = "sess-x:train:0"
+REST_ENDPOINTS = [
+    ("GET", "training_runs"),
+    ("GET", f"training_runs/{RUN}"),  # read on resume (tinker-cookbook)
+    ("GET", f"training_runs/{RUN}/checkpoints"),
+    ("DELETE", f"training_runs/{RUN}/checkpoints/weights/step-1"),  # rolling cleanup
+    ("PUT", f"training_runs/{RUN}/checkpoints/weights/step-1/ttl"),
+    ("POST", f"training_runs/{RUN}/checkpoints/weights/step-1/publish"),
+    ("DELETE", f"training_runs/{RUN}/checkpoints/weights/step-1/publish"),
+    ("GET", f"training_runs/{RUN}/checkpoints/external_weights/e/external_weights_urls"),
+    ("GET", "checkpoints"),
+    ("POST", "copy_weights"),
+    ("POST", "save_weights_external"),
+    ("GET", "sessions"),
+    ("GET", "sessions/sess-x"),
+    ("PUT", "sessions/sess-x/project"),
+    ("POST", "sessions/search"),
+    ("GET", "sessions/sess-x/trace_export"),
+    ("GET", "audit"),
+    ("GET", "billing/usage/events"),
+    ("GET", "billing/usage/checkpoints/current"),
+]
+
+
+@pytest.mark.spec("WIRE-19")
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("method", "path"), REST_ENDPOINTS)
+async def test_every_rest_endpoint_is_served(
+    make_mock_api: MakeMockApi, method: str, path: str
+) -> None:
+    api = await make_mock_api()
+    response = await api.client.request(
+        method,
+        f"/api/v1/{path}",
+        data=b"{}" if method in ("POST", "PUT") else None,
+        headers=api.headers({"Content-Type": "application/json"}),
+    )
+    body = await response.json() if response.status != 204 else {}
+    assert response.status != 405 and "no endpoint" not in body.get("detail", ""), body
