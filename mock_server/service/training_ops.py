@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any, NoReturn
 
-from mock_server.custom_loss import compile_custom_loss
 from mock_server.engine import (
     LOSSES,
     AdamConfig,
@@ -28,6 +27,7 @@ from mock_server.engine import (
     load_checkpoint,
     save_checkpoint,
 )
+from mock_server.engine.custom_loss import compile_custom_loss
 from mock_server.engine.losses import LossSpec
 from mock_server.service import ids
 from mock_server.service.auth import Principal
