@@ -26,7 +26,6 @@ from mock_server.service.ids import IdMinter
 from mock_server.service.records import RequestLog
 from mock_server.service.sequencer import Sequencer
 from mock_server.service.state import Registry
-from tinker_ref.codec.errors import CodecError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -34,7 +33,7 @@ R = TypeVar("R")
 
 
 def is_user_error(exc: BaseException) -> bool:
-    return isinstance(exc, (ServiceError, InvalidInputError, CheckpointError, CodecError))
+    return isinstance(exc, (ServiceError, InvalidInputError, CheckpointError))
 
 
 @dataclass(eq=False)

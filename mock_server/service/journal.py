@@ -74,7 +74,7 @@ JOURNALED: tuple[tuple[str, str], ...] = (
     ("sampling", "sample"),
 )
 # Only classes from these modules are rebuilt from a journal (no arbitrary imports).
-_TRUSTED_MODULES = ("mock_server.service.", "tinker_ref.types.", "tinker_ref.codec.")
+_TRUSTED_MODULES = ("mock_server.service.", "tinker_ref.types.")
 JOURNAL_FILE = Path("journal") / "ops.jsonl"
 
 

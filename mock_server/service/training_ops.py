@@ -46,6 +46,7 @@ from mock_server.service.futures import FutureState
 from mock_server.service.requests import (
     CreateCustomLoss,
     CreateModel,
+    ForwardBackward,
     LoadWeights,
     MalformedOp,
     OptimStep,
@@ -72,7 +73,6 @@ from mock_server.service.state import (
     require_training,
 )
 from mock_server.service.validation import check_seq_id, check_tokens, validating
-from tinker_ref.codec import ForwardBackwardRequest
 from tinker_ref.types import ForwardBackwardOutput
 
 Work = Callable[[], Any]  # runs in the engine pool
@@ -224,11 +224,7 @@ class TrainingOps:
             pass  # no such model, a bad seq_id or one already used: nothing to consume
         raise error
 
-    async def forward_backward(
-        self, principal: Principal, req: ForwardBackwardRequest, ignore_unused_inputs: bool = False
-    ) -> SubmittedFuture:
-        """`ignore_unused_inputs` drops loss inputs the loss does not read instead of refusing
-        them: SDK 0.15's custom-loss forward (`/forward`) sends the caller's datums unchanged."""
+    async def forward_backward(self, principal: Principal, req: ForwardBackward) -> SubmittedFuture:
         model = self._ctx.registry.model(principal, req.model_id)
 
         def record(output: ForwardBackwardOutput) -> object:
@@ -240,7 +236,7 @@ class TrainingOps:
             if not req.data:
                 raise InvalidArgument("at least one datum is required", "data")
             inputs = datum_inputs(req.data)
-            if ignore_unused_inputs and req.loss_fn in LOSSES:
+            if req.ignore_unused_inputs and req.loss_fn in LOSSES:
                 inputs = _only_used_inputs(inputs, LOSSES[req.loss_fn])
             vocab = get_spec(model.base_model).vocab_size if model.base_model else None
             if vocab is not None:
@@ -276,7 +272,7 @@ class TrainingOps:
         self,
         principal: Principal,
         model: Model,
-        req: ForwardBackwardRequest,
+        req: ForwardBackward,
         inputs: list[DatumInput],
     ) -> DatumLoss:
         """The uploaded loss named by `loss_fn_config.loss_id`, checked against every datum."""

@@ -30,6 +30,7 @@ from mock_server.service.requests import (
     AdamStep,
     CreateModel,
     CreateSession,
+    ForwardBackward,
     LoraSpec,
     OptimStep,
     Sample,
@@ -38,7 +39,6 @@ from mock_server.service.requests import (
 )
 from tests.support.strategies import datums, loss_fn_configs
 from tinker_ref import types
-from tinker_ref.codec import ForwardBackwardRequest
 
 PRINCIPAL = Principal("key-journal-test")
 
@@ -63,16 +63,16 @@ def test_a_journaled_forward_backward_request_keeps_its_fingerprint(
     seq_id: int,
     forward_only: bool,
 ) -> None:
-    request = ForwardBackwardRequest(
+    request = ForwardBackward(
         "sess-0:train:0",
         seq_id,
-        data,
+        tuple(data),
         "cross_entropy",
         {**(config or {}), "x": special},
         forward_only,
     )
     restored = _round_trip(request)
-    assert type(restored) is ForwardBackwardRequest
+    assert type(restored) is ForwardBackward
     assert fingerprint(restored) == fingerprint(request)
 
 
@@ -137,7 +137,7 @@ async def _train(service: TinkerService) -> tuple[str, list[str]]:
             model_input=types.ModelInput.from_ints(tokens[:-1]),
             loss_fn_inputs={"target_tokens": tokens[1:], "weights": [1.0] * 9},
         )
-        fb = ForwardBackwardRequest(model_id, seq_id, [datum], "cross_entropy", {}, False)
+        fb = ForwardBackward(model_id, seq_id, (datum,), "cross_entropy", {}, False)
         request_ids.append((await service.training.forward_backward(PRINCIPAL, fb)).request_id)
         step_req = OptimStep(model_id, seq_id + 1, AdamStep(learning_rate=0.05))
         request_ids.append((await service.training.optim_step(PRINCIPAL, step_req)).request_id)
