@@ -23,6 +23,11 @@ class CreateSession:
 
 
 @dataclass(frozen=True)
+class FinishSession:
+    session_id: str
+
+
+@dataclass(frozen=True)
 class LoraSpec:
     rank: int = 32
     seed: int | None = None  # None: derived from the server seed and the model id
