@@ -6,7 +6,8 @@ a journaled request decodes to a value with the same fingerprint (so a retry aft
 recognised as the same op), a torn last line is dropped while a damaged earlier one stops the
 start, no class outside the request modules can be named by a journal, and after a restart a
 retried POST gets its original request_id, an old future its original result, and the model its
-weights, optimizer moments and seq_id position.
+weights, optimizer moments and seq_id position. An op the service has never heard of — defined
+here, listed nowhere — is journaled and replayed like any other, because it is submitted.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +24,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mock_server.service import ServerConfig, TinkerService
+from mock_server.service import InvalidArgument, ServerConfig, TinkerService
+from mock_server.service.admission import ModelOp
 from mock_server.service.auth import Principal
+from mock_server.service.context import ServiceContext
 from mock_server.service.fingerprint import fingerprint
-from mock_server.service.journal import JOURNAL_FILE, JournalError, decode, encode
+from mock_server.service.journal import JOURNAL_FILE, JournalError, decode, encode, read_journal
 from mock_server.service.requests import (
     AdamStep,
     CreateModel,
@@ -37,6 +41,7 @@ from mock_server.service.requests import (
     SampleParams,
     SaveWeightsForSampler,
 )
+from mock_server.service.state import require_training
 from tests.support.strategies import datums, loss_fn_configs
 from tinker_ref import types
 
@@ -216,5 +221,79 @@ def test_a_torn_last_record_is_dropped_and_a_damaged_earlier_one_stops_the_start
         path.write_bytes(lines[0].replace(b"create_session", b"create_sessioN") + lines[1])
         with pytest.raises(JournalError, match="damaged"):
             await start()
+
+    asyncio.run(scenario())
+
+
+# ----- a new op, journaled because it is submitted -----
+
+
+@dataclass(frozen=True)
+class NudgeAdapters:
+    """Add `amount` to every adapter weight of a model (an op only this test knows)."""
+
+    model_id: str
+    seq_id: int
+    amount: float
+
+
+class NudgeAdaptersOp(ModelOp[NudgeAdapters]):
+    name = "test.nudge_adapters"
+    kind = "nudge_adapters"
+
+    def validate(self, ctx: ServiceContext, principal: Principal) -> None:
+        if not math.isfinite(self.request.amount):
+            raise InvalidArgument(f"must be finite, got {self.request.amount}", "amount")
+
+    def run(self, ctx: ServiceContext) -> str:
+        training = require_training(self.model)
+        with torch.no_grad():
+            for weight in training.adapter.values():
+                weight.add_(self.request.amount)
+        return "nudged"
+
+
+@pytest.mark.timeout(120)
+def test_a_new_state_changing_op_is_journaled_and_replayed_without_any_table_entry(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        first = TinkerService(_config(tmp_path))
+        await first.recover()
+        session = await first.create_session(PRINCIPAL, CreateSession())
+        created = await first.training.create_model(
+            PRINCIPAL,
+            CreateModel(session.session_id, 0, "tinker-ref/tiny-bytes", LoraSpec(rank=4, seed=3)),
+        )
+        model_id = created.model_id or ""
+        await first.retrieve(PRINCIPAL, created.request_id)
+        fresh = _state(first, model_id)
+        nudge = NudgeAdapters(model_id, 1, 0.25)
+        nudged = await first.submit(PRINCIPAL, NudgeAdaptersOp(nudge))
+        assert (await first.retrieve(PRINCIPAL, nudged.request_id)).result == "nudged"
+        with pytest.raises(InvalidArgument):  # rejected: it consumes seq_id 2, changes nothing
+            await first.submit(PRINCIPAL, NudgeAdaptersOp(NudgeAdapters(model_id, 2, math.nan)))
+        after = _state(first, model_id)
+        assert not any(torch.equal(fresh[name], after[name]) for name in after)
+        await first.close()
+
+        journaled = [r for r in read_journal(tmp_path) if r["op"] == "test.nudge_adapters"]
+        assert [r["outcome"] for r in journaled] == [
+            {"ok": nudged.request_id},
+            {"error": "InvalidArgument"},
+        ]
+
+        second = TinkerService(_config(tmp_path))
+        recovery = await second.recover()
+        assert recovery is not None and (recovery.records, recovery.mismatches) == (4, 0)
+        replayed = _state(second, model_id)
+        assert all(torch.equal(after[name], replayed[name]) for name in after)
+        assert second.ctx.sequencer.next_seq(model_id) == 3  # the rejection's seq_id stays used
+        assert (await second.retrieve(PRINCIPAL, nudged.request_id)).result == "nudged"
+        # A retry after the restart is the original op, not a second nudge.
+        retry = await second.submit(PRINCIPAL, NudgeAdaptersOp(nudge))
+        assert retry.request_id == nudged.request_id
+        assert all(torch.equal(after[name], v) for name, v in _state(second, model_id).items())
+        await second.close()
 
     asyncio.run(scenario())
