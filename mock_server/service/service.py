@@ -318,7 +318,7 @@ class TinkerService:
         await self.ctx.cancel_spawned()
         if self._owns_executor:
             await asyncio.get_running_loop().run_in_executor(
-                None, lambda: self.ctx.executor.shutdown(wait=True, cancel_futures=True)
+                None, partial(self.ctx.executor.shutdown, wait=True, cancel_futures=True)
             )
         if self._journal is not None:
             self._journal.close()

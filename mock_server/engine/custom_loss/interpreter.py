@@ -361,12 +361,11 @@ class CompiledCustomLoss:
 
     def as_datum_loss(self) -> DatumLoss:
         """This loss as `TrainingModel.forward_backward_per_datum`'s per-datum callable."""
+        return self._datum_loss
 
-        def datum_loss(logprobs: Tensor, inputs: Mapping[str, Tensor]) -> DatumLossResult:
-            loss, metrics = self(logprobs, inputs)
-            return DatumLossResult(loss, {}, metrics)
-
-        return datum_loss
+    def _datum_loss(self, logprobs: Tensor, inputs: Mapping[str, Tensor]) -> DatumLossResult:
+        loss, metrics = self(logprobs, inputs)
+        return DatumLossResult(loss, {}, metrics)
 
 
 def _first_line(error: Exception, limit: int = 300) -> str:
