@@ -53,7 +53,7 @@ from mock_server.service.records import RequestRecord, forward_backward_summary
 from mock_server.service.requests import MalformedOp
 from mock_server.service.results import SubmittedFuture
 from tinker_ref._proto.tinker_ref.training.v1 import training_pb2 as pb
-from tinker_ref.codec import CodecError, decode_forward_backward_request, peek_fields
+from tinker_ref.codec import CodecError, peek_fields
 from tinker_ref.codec.proto_tensor import parse_message
 
 log = logging.getLogger(__name__)
@@ -172,10 +172,7 @@ class TrainingServicer:
         return convert.model_info(await self.service.get_info(call.principal, request.model_id))
 
     async def ForwardBackward(self, request: bytes, call: _Call) -> Any:
-        try:
-            req = decode_forward_backward_request(request)
-        except CodecError as exc:
-            raise MalformedRequest(exc.message, exc.field) from exc
+        req = convert.forward_backward(request)
         # The HTTP front end's summary, so records of both transports compare directly.
         call.record.body = forward_backward_summary(
             req, len(request), None, self.service.config.record_tensors

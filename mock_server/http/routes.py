@@ -29,14 +29,9 @@ from mock_server.service import MalformedRequest, TinkerService
 from mock_server.service.auth import Principal
 from mock_server.service.fingerprint import fingerprint
 from mock_server.service.records import forward_backward_summary
-from mock_server.service.requests import MalformedOp
+from mock_server.service.requests import ForwardBackward, MalformedOp
 from mock_server.service.results import SubmittedFuture
-from tinker_ref.codec import (
-    CodecError,
-    ForwardBackwardRequest,
-    decode_forward_backward_request,
-    peek_fields,
-)
+from tinker_ref.codec import peek_fields
 
 API = "/api/v1"
 T = TypeVar("T")
@@ -197,12 +192,11 @@ async def _forward_backward(request: web.Request, forward_only_endpoint: bool) -
     )
     raw = await read_body(request, config.max_body_bytes, config.max_decompressed_bytes)
     endpoint = "forward" if forward_only_endpoint else "forward_backward"
-    req: ForwardBackwardRequest
+    req: ForwardBackward
     if media == PROTOBUF:
         try:
-            req = decode_forward_backward_request(raw)
-        except CodecError as exc:
-            error = MalformedRequest(exc.message, exc.field)
+            req = parse.forward_backward_proto(raw)
+        except MalformedRequest as error:
             peeked = peek_fields(raw, strings=1, integers=2)  # model_id = 1, seq_id = 2
             digest = hashlib.sha256(raw).hexdigest()
             await _refuse_malformed(request, endpoint, peeked, digest, error)
@@ -219,10 +213,7 @@ async def _forward_backward(request: web.Request, forward_only_endpoint: bool) -
         req, len(raw), request.headers.get("Content-Encoding"), config.record_tensors
     )
     await fault_gate(request, seq_id=req.seq_id)
-    # The JSON-era /forward of SDK 0.15 carries the caller's full datums (custom-loss forward).
-    submitted = await service.training.forward_backward(
-        _principal(request), req, ignore_unused_inputs=forward_only_endpoint
-    )
+    submitted = await service.training.forward_backward(_principal(request), req)
     return _submitted_op(request, submitted)
 
 

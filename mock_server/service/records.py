@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tinker_ref.codec import ForwardBackwardRequest
+from mock_server.service.requests import ForwardBackward
 from tinker_ref.types import Datum
 
 # Lower-cased header names worth keeping (never X-API-Key or other credentials).
@@ -115,7 +115,7 @@ class RequestLog:
 
 
 def forward_backward_summary(
-    req: ForwardBackwardRequest, body_bytes: int, encoding: str | None, values: bool
+    req: ForwardBackward, body_bytes: int, encoding: str | None, values: bool
 ) -> dict[str, Any]:
     """What the request record keeps of a forward/backward body (either front end): its shape,
     and its data only when the server records tensors (`ServerConfig.record_tensors`)."""

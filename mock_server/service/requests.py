@@ -1,8 +1,8 @@
 """Typed requests of the service: one frozen dataclass per operation, transport-neutral.
 
 Front ends decode their wire form (JSON, protobuf, gRPC messages) into these and never pass raw
-bodies on. The forward/backward request is `tinker_ref.codec.ForwardBackwardRequest`, shared with
-the client's codec. Field names follow the wire so error paths (spec WIRE-13) read the same.
+bodies or codec types on; values inside are `tinker_ref.types` (datums, tensors), which the client
+shares. Field names follow the wire so error paths (spec WIRE-13) read the same.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tinker_ref.types import TensorData
+from tinker_ref.types import Datum, TensorData
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,11 @@ class CreateSession:
     sdk_version: str | None = None
     project_id: str | None = None
     display_name: str | None = None
+
+
+@dataclass(frozen=True)
+class FinishSession:
+    session_id: str
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,21 @@ class CreateModel:
     lora: LoraSpec = LoraSpec()
     optimizer_type: str = "adamw"
     user_metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ForwardBackward:
+    """`forward_backward` (or, with `forward_only`, `forward`): datums through a loss."""
+
+    model_id: str
+    seq_id: int
+    data: tuple[Datum, ...]
+    loss_fn: str  # a built-in loss, or "custom" (an uploaded loss named by loss_fn_config)
+    loss_fn_config: dict[str, float | str]
+    forward_only: bool
+    # Drop loss inputs the loss does not read instead of refusing them: the JSON-era `/forward`
+    # of SDK 0.15 (its custom-loss forward) sends the caller's datums unchanged.
+    ignore_unused_inputs: bool = False
 
 
 @dataclass(frozen=True)

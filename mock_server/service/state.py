@@ -105,7 +105,7 @@ class CustomLoss:
     session_id: str
     owner: str
     name: str
-    compiled: Any  # mock_server.custom_loss.CompiledCustomLoss
+    compiled: Any  # mock_server.engine.custom_loss.CompiledCustomLoss
 
 
 class Registry:
