@@ -63,6 +63,10 @@ class ModelOp(Operation[M, SubmittedFuture]):
     kind: ClassVar[str]  # the future's kind and the fingerprint's tag, e.g. "optim_step"
     model: Model  # the model addressed: looked up by `accept`, before `validate`
 
+    @property
+    def session_id(self) -> str | None:
+        return self.model.session_id
+
     def fingerprint(self) -> str:
         return fingerprint((self.kind, self.request))
 
@@ -83,7 +87,7 @@ class ModelOp(Operation[M, SubmittedFuture]):
         except ServiceError as error:
             ctx.sequencer.reject(model.model_id, seq_id, fp, error)
             raise
-        request_id = ctx.new_future(self.kind, principal)
+        request_id = ctx.new_future(self.kind, principal, model.session_id)
         ctx.sequencer.enqueue(model.model_id, seq_id, fp, Job(ctx, request_id, self))
         return SubmittedFuture(request_id, model.model_id)
 
@@ -117,7 +121,7 @@ class NewModelOp(Operation[N, SubmittedFuture]):
         with validating():
             self.validate(ctx, principal)
         ctx.admit()
-        request_id = ctx.new_future(self.kind, principal)
+        request_id = ctx.new_future(self.kind, principal, session.session_id)
         session.model_claims[number] = Claim(fp, request_id)
         self.model = Model(
             self.model_id, session.session_id, principal.identity, self.base_model, self.lora
@@ -126,6 +130,10 @@ class NewModelOp(Operation[N, SubmittedFuture]):
         ctx.sequencer.open_lane(self.model_id, first_seq=0)
         ctx.sequencer.enqueue(self.model_id, 0, fp, Job(ctx, request_id, self))
         return SubmittedFuture(request_id, self.model_id)
+
+    @property
+    def session_id(self) -> str | None:
+        return self.model.session_id
 
     def failed(self, message: str) -> None:
         self.model.settle(None, message)
@@ -153,5 +161,9 @@ class DirectOp(Operation[R, A]):
             return earlier
         with validating():
             self.validate(ctx, principal)
-        value = await ctx.in_thread(partial(self.run, ctx)) if self.has_engine_work else None
+        value = (
+            await ctx.in_thread(partial(self.run, ctx), self.session_id)
+            if self.has_engine_work
+            else None
+        )
         return self.finish(ctx, value)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -20,9 +19,10 @@ from mock_server.engine import CheckpointError, Engine, InvalidInputError
 from mock_server.service.auth import Authenticator, Principal
 from mock_server.service.checkpoints import CheckpointStore
 from mock_server.service.config import ServerConfig
-from mock_server.service.errors import Overloaded, ServiceError
+from mock_server.service.errors import Gone, Overloaded, ServiceError
 from mock_server.service.futures import FutureStore
 from mock_server.service.ids import IdMinter
+from mock_server.service.pool import EnginePool
 from mock_server.service.records import RequestLog
 from mock_server.service.sequencer import Sequencer
 from mock_server.service.state import Registry
@@ -39,7 +39,7 @@ def is_user_error(exc: BaseException) -> bool:
 class ServiceContext:
     config: ServerConfig
     engine: Engine
-    executor: Executor
+    pool: EnginePool
     ids: IdMinter
     futures: FutureStore
     sequencer: Sequencer
@@ -49,9 +49,10 @@ class ServiceContext:
     records: RequestLog
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)  # spawned, not yet done
 
-    async def in_thread(self, fn: Callable[[], T]) -> T:
-        """Run blocking engine or disk work in the pool, off the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn)
+    async def in_thread(self, fn: Callable[[], T], session: str | None = None) -> T:
+        """Run blocking engine or disk work in the pool, off the event loop, in `session`'s
+        turn (sessions take turns: `pool.py`)."""
+        return await self.pool.run(fn, session)
 
     def admit(self, unblocks: bool = False) -> None:
         """Bounded queues: `Overloaded` (429) past `max_pending_ops`, unless the op `unblocks`
@@ -63,9 +64,16 @@ class ServiceContext:
                 f"{self.config.max_pending_ops}); retry after a second"
             )
 
-    def new_future(self, kind: str, principal: Principal) -> str:
+    def abandonment(self, session_id: str | None) -> ServiceError | None:
+        """Why an op of `session_id` must not run (its client looks gone: expiry.py), or None."""
+        session = self.registry.sessions.get(session_id) if session_id is not None else None
+        if session is None or not session.abandoned:
+            return None
+        return abandoned_error(session.session_id, self.config.session_abandon_seconds)
+
+    def new_future(self, kind: str, principal: Principal, session_id: str | None = None) -> str:
         request_id = self.ids.request_id()
-        self.futures.create(request_id, kind, principal.identity)
+        self.futures.create(request_id, kind, principal.identity, session_id)
         return request_id
 
     def fail_future(self, request_id: str, exc: BaseException) -> str:
@@ -96,6 +104,14 @@ class ServiceContext:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def abandoned_error(session_id: str, seconds: float) -> Gone:
+    return Gone(
+        f"session {session_id!r} sent no heartbeat and no request for {seconds:g} s, so its "
+        "client looks gone; its queued work was cancelled",
+        "session_id",
+    )
 
 
 def _describe(exc: BaseException) -> str:

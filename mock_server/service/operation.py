@@ -72,6 +72,12 @@ class Operation(ABC, Generic[R, A]):
         """On the loop, with `run`'s value: update the service's state, return the result."""
         return value
 
+    @property
+    def session_id(self) -> str | None:
+        """The session the op belongs to: engine work takes turns by session (`pool.py`), and
+        an abandoned session's queued work is cancelled. None: known only after `accept`."""
+        return None
+
     def failed(self, message: str) -> None:
         """On the loop, when an accepted op failed (its run raised, or it never ran): release
         what accepting it set up. Most ops set up nothing."""
@@ -108,8 +114,12 @@ class Job:
         if ctx.futures.get(self.request_id).cancel_requested:
             ctx.futures.fail(self.request_id, "cancelled by the client", "user")
             return
+        abandoned = ctx.abandonment(op.session_id)
+        if abandoned is not None:
+            self.fail(abandoned)
+            return
         try:
-            value = await ctx.in_thread(partial(op.run, ctx))
+            value = await ctx.in_thread(partial(op.run, ctx), op.session_id)
             result = op.finish(ctx, value)
         except Exception as exc:  # every outcome, good or bad, ends up in the future
             op.failed(ctx.fail_future(self.request_id, exc))

@@ -90,6 +90,10 @@ class CreateSamplingSessionOp(DirectOp[CreateSamplingSession, str]):
     def has_engine_work(self) -> bool:
         return self.request.model_path is not None  # a checkpoint to read
 
+    @property
+    def session_id(self) -> str | None:
+        return self._session.session_id
+
     def run(self, ctx: ServiceContext) -> tuple[str, dict[str, torch.Tensor]]:
         directory = ctx.checkpoints.directory(self._address)
         try:
@@ -143,13 +147,17 @@ class SampleOp(Operation[Sample, SubmittedFuture]):
         with validating():
             self.validate(ctx, principal)
         ctx.admit()
-        request_id = ctx.new_future("sample", principal)
+        request_id = ctx.new_future("sample", principal, sampler.session_id)
         sequence_ids = tuple(
             ids.sample_sequence_ids(sampler.sampling_session_id, req.seq_id, req.num_samples)
         )
         sampler.requests[req.seq_id] = (fp, request_id, sequence_ids)
         ctx.spawn(Job(ctx, request_id, self).run())
         return SubmittedFuture(request_id, sample_sequence_ids=sequence_ids)
+
+    @property
+    def session_id(self) -> str | None:
+        return self._sampler.session_id
 
     def validate(self, ctx: ServiceContext, principal: Principal) -> None:
         self._spec = _sample_spec(ctx, self._sampler, self.request)

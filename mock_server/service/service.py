@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
-from concurrent.futures import Executor, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -30,6 +29,7 @@ from mock_server.service.futures import FutureRecord, FutureStore
 from mock_server.service.ids import IdMinter
 from mock_server.service.journal import Journal, Recovery
 from mock_server.service.operation import Operation, Submit
+from mock_server.service.pool import EnginePool
 from mock_server.service.records import RequestLog
 from mock_server.service.requests import (
     CreateCustomLoss,
@@ -158,10 +158,10 @@ class TinkerService:
         self,
         config: ServerConfig,
         engine: Engine | None = None,
-        executor: Executor | None = None,
+        pool: EnginePool | None = None,
     ) -> None:
         self.config = config
-        self._owns_executor = executor is None
+        self._owns_pool = pool is None
         self._temp_dir: Path | None = None
         data_dir = config.data_dir
         if data_dir is None:
@@ -171,8 +171,7 @@ class TinkerService:
         self.ctx = ServiceContext(
             config=config,
             engine=engine or Engine(EngineConfig(seed=config.seed)),
-            executor=executor
-            or ThreadPoolExecutor(config.worker_threads, thread_name_prefix="tinker-engine"),
+            pool=pool or EnginePool(config.worker_threads),
             ids=IdMinter(config.seed),
             futures=FutureStore(config.result_grace_seconds, config.result_ttl_seconds),
             sequencer=Sequencer(config.seq_gap_timeout_seconds, config.dedupe_window),
@@ -184,7 +183,11 @@ class TinkerService:
         self.training = TrainingOps(self.ctx, self.submit)
         self.sampling = SamplingOps(self.ctx, self.submit)
         self.reaper = SessionReaper(
-            self.ctx.registry, self.ctx.sequencer, config.session_idle_seconds
+            self.ctx.registry,
+            self.ctx.sequencer,
+            config.session_idle_seconds,
+            abandon_seconds=config.session_abandon_seconds,
+            pool=self.ctx.pool,
         )
         self._closing = False
         self._journal = Journal(data_dir) if config.journal else None
@@ -278,6 +281,7 @@ class TinkerService:
             self.ctx.registry.check_owner(
                 principal, record.owner, f"future with request_id {request_id!r}", "request_id"
             )
+        self.ctx.registry.touch(record.session_id)  # a client polling its futures is alive
         wait = self.config.long_poll_seconds if timeout is None else timeout
         if self._closing:
             wait = 0
@@ -316,10 +320,8 @@ class TinkerService:
         self.begin_shutdown()
         await self.ctx.sequencer.close()
         await self.ctx.cancel_spawned()
-        if self._owns_executor:
-            await asyncio.get_running_loop().run_in_executor(
-                None, partial(self.ctx.executor.shutdown, wait=True, cancel_futures=True)
-            )
+        if self._owns_pool:
+            await asyncio.get_running_loop().run_in_executor(None, self.ctx.pool.shutdown)
         if self._journal is not None:
             self._journal.close()
         if self._temp_dir is not None:
