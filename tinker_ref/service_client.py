@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 from tinker_ref.errors import (
     APIStatusError,
+    APITimeoutError,
     ConfigurationError,
     SessionGoneError,
     TinkerRefError,
@@ -290,17 +291,13 @@ class ServiceClient:
                     await self._heartbeat
             try:
                 if session_id is not None and self._session_gone is None:
-                    await asyncio.wait_for(
-                        self.transport.finish_session(session_id, status, detail),
-                        self.options.close_timeout,
-                    )
-                    log.info("session %s finished: %s", session_id, status)
+                    await self._finish(session_id, status, detail)
             finally:
                 await self.transport.close()
 
         try:
             self.loop.run(shutdown())
-        except (TinkerRefError, TimeoutError) as error:
+        except TinkerRefError as error:
             log.warning("session %s: finish (%s) not recorded: %s", session_id, status, error)
             outcome.set_exception(error)
         else:
@@ -308,6 +305,18 @@ class ServiceClient:
         finally:
             self.loop.close()
         return APIFuture(outcome)
+
+    async def _finish(self, session_id: str, status: str, detail: str | None) -> None:
+        seconds = self.options.close_timeout
+        try:
+            await asyncio.wait_for(
+                self.transport.finish_session(session_id, status, detail), seconds
+            )
+        except TimeoutError as exc:
+            raise APITimeoutError(
+                f"finishing session {session_id} took over {seconds:g} s"
+            ) from exc
+        log.info("session %s finished: %s", session_id, status)
 
     def __enter__(self) -> ServiceClient:
         return self
