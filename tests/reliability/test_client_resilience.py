@@ -12,6 +12,7 @@ test_resilience_vs_official_sdk.py.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -246,6 +247,31 @@ def test_a_session_the_service_ended_fails_waiting_and_later_requests_clearly(
     warnings = [r.getMessage() for r in caplog.records if r.name.startswith("tinker_ref")]
     assert any(session_id in message and "410" in message for message in warnings)
     assert finishes == []  # an ended session is not finished again
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_failing_heartbeats_are_logged_and_their_recovery_too(
+    transport: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # From the 3rd heartbeat on, the service answers 503 to everything for 3 s; the client is
+    # idle meanwhile, so only heartbeats meet it. Failing for over 1 s is worth a warning.
+    outage = {"endpoint": "session_heartbeat", "nth": 3, "kind": "outage", "seconds": 3}
+    options = ClientOptions(heartbeat_seconds=0.1, heartbeat_warning_seconds=1.0)
+    with serve(grpc=True, seed=0, fault_plan=FaultPlan.from_json({"rules": [outage]})) as mock:
+        client = client_for(mock, transport, options)
+        try:
+            with caplog.at_level(logging.WARNING, logger="tinker_ref"):
+                client.create_sampling_client(base_model=BASE_MODEL)
+                answered_again = "heartbeats are answered again"
+                while not any(answered_again in r.getMessage() for r in caplog.records):
+                    time.sleep(0.05)
+            assert client.session_error is None  # a failing heartbeat does not end a session
+        finally:
+            client.close()
+    messages = [r.getMessage() for r in caplog.records if r.name == "tinker_ref.service_client"]
+    assert any("heartbeats have failed" in m and "503" in m for m in messages)
+    assert messages[-1].endswith(answered_again)
 
 
 def _finish_reasons(mock: EmbeddedServer) -> list[Any]:
