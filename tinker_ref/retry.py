@@ -23,7 +23,7 @@ The rules are the official SDK 0.38's (`_base_client.py` `_should_retry` and
 - Polls (`PollPacer`): 408 and `try_again` are polled again at once (the server held the poll);
   5xx, 429 and no answer back off as above with no budget: a future is waited for as long as the
   server keeps answering like a server in trouble (the SDK does so too, but re-polls a 5xx at
-  once, ~1300 polls/s against a failing server); 402 pauses; anything else fails the future.
+  once: 2180 polls in 12 s against the mock); 402 pauses; anything else fails the future.
 
 Stricter than the SDK: `x-should-retry: false` is final (the SDK's outer loop retries a 409 that
 says so anyway), and there is one backoff (0.5 s -> 10 s) instead of two stacked ones (the SDK's
