@@ -18,9 +18,12 @@ __version__ = "0.1.0"  # before the imports below: the transports read it
 
 from tinker_ref import errors, types
 from tinker_ref.futures import APIFuture
+from tinker_ref.logs import setup_logging
 from tinker_ref.sampling_client import SamplingClient
 from tinker_ref.service_client import ServiceClient
 from tinker_ref.training_client import TrainingClient
+
+setup_logging()  # `TINKER_LOG=debug|info`, as the official SDK reads it at import
 
 __all__ = [
     "APIFuture",

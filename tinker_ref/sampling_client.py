@@ -1,6 +1,9 @@
 """SamplingClient: sampling and prompt logprobs from a frozen snapshot (or a base model).
 
 Sample requests are numbered from 0 per client (`seq_id`), as the official SDK numbers them.
+A submission holds a dispatch slot and its prompt's estimated bytes (tinker_ref/flow.py); a 429
+answer makes all sampling of the ServiceClient back off and the same request (same seq_id) is
+submitted again, for as long as the service keeps answering 429, as the SDK does.
 """
 
 from __future__ import annotations
@@ -10,7 +13,10 @@ import math
 import threading
 from typing import TYPE_CHECKING
 
+from tinker_ref.errors import RateLimitError
+from tinker_ref.flow import estimate_prompt_bytes
 from tinker_ref.futures import APIFuture, ResolvedClientFuture
+from tinker_ref.transport.base import Pending
 from tinker_ref.types import ModelInput, SampleResponse, SamplingParams
 
 if TYPE_CHECKING:
@@ -40,19 +46,29 @@ class SamplingClient(ResolvedClientFuture):
         """`num_samples` completions of `prompt`; a `sampling_params.seed` makes them repeatable."""
         seq_id = self._next_seq_id()
 
-        async def run() -> SampleResponse:
-            pending = await self.service.transport.sample(
-                self.sampling_session_id,
-                seq_id,
-                prompt,
-                num_samples,
-                sampling_params,
-                include_prompt_logprobs,
-                topk_prompt_logprobs,
-            )
-            return await pending.result()
+        async def submit() -> Pending[SampleResponse]:
+            flow = self.service.flow
+            size = estimate_prompt_bytes(prompt)
+            async with flow.sample_dispatch(size):
+                while True:
+                    await flow.sample_backoff()
+                    try:
+                        return await self.service.transport.sample(
+                            self.sampling_session_id,
+                            seq_id,
+                            prompt,
+                            num_samples,
+                            sampling_params,
+                            include_prompt_logprobs,
+                            topk_prompt_logprobs,
+                        )
+                    except RateLimitError:
+                        flow.sample_rate_limited(size)
 
-        return self.service.loop.submit(run())
+        async def run() -> SampleResponse:
+            return await (await submit()).result()
+
+        return self.service.run_op(run())
 
     def compute_logprobs(self, prompt: ModelInput) -> APIFuture[list[float | None]]:
         """log p(token_t | tokens_<t) for every prompt token; None for the first."""
@@ -68,7 +84,7 @@ class SamplingClient(ResolvedClientFuture):
             values = response.prompt_logprobs or []
             return [None if v is None or math.isnan(v) else v for v in values]
 
-        return self.service.loop.submit(run())
+        return self.service.run_op(run())
 
     # As in SDK 0.38, the async twins give the result itself.
     async def sample_async(

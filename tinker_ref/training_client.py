@@ -2,7 +2,8 @@
 
 Every op reserves its request id synchronously, when the method is called; wire
 `seq_id = request id + 1` (the model's creation is seq 0). Ops are *submitted* strictly in
-that order (op k+1's POST waits until op k's POST was accepted) while their results are awaited
+that order (op k+1's POST waits until op k's POST was accepted; the chunks of one call are the
+exception: they go out together, the first one last) while their results are awaited
 concurrently, exactly as the official SDK does. Hence an `optim_step` called right after
 `forward_backward_custom` gets a later id and runs after the custom loss's backward pass, even
 though that pass is only sent once the forward results are back and the loss is computed.
@@ -16,11 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from tinker_ref.chunking import chunk_data
+from tinker_ref.chunking import chunk_data, estimate_datum_bytes
 from tinker_ref.custom_loss import CustomLossFn, forward_phase_data, run_custom_loss
 from tinker_ref.errors import ClientPoisonedError
 from tinker_ref.futures import APIFuture, EventLoopThread, ResolvedClientFuture
@@ -34,6 +35,8 @@ from tinker_ref.types.responses import (
     SaveWeightsForSamplerResponse,
     SaveWeightsResponse,
 )
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from tinker_ref.sampling_client import SamplingClient
@@ -115,17 +118,16 @@ class TrainingClient(ResolvedClientFuture):
         loss_fn_config: LossFnConfig | None,
         forward_only: bool,
     ) -> list[Pending[ForwardBackwardOutput]]:
-        """POST the chunks of one call with seq_ids ids+1; the first chunk goes last, as the
-        SDK sends it, so the server must buffer early arrivals."""
-        order = (
-            [*range(1, len(chunks)), 0]
-            if self._config.parallel_fwdbwd_chunks
-            else list(range(len(chunks)))
-        )
-        pending: dict[int, Pending[ForwardBackwardOutput]] = {}
-        async with self._turn_for(ids):
-            for index in order:
-                pending[index] = await self._transport.forward_backward(
+        """POST the chunks of one call with seq_ids ids+1, as the SDK sends them: with
+        `parallel_fwdbwd_chunks`, chunks 2..n concurrently and then the first, so the server
+        buffers the early arrivals and starts the whole batch once the first lands; otherwise
+        one after another. Each POST holds its estimated bytes in the client's forward/backward
+        byte budget while it is being sent (flow.py)."""
+        flow = self.service.flow
+
+        async def submit(index: int) -> Pending[ForwardBackwardOutput]:
+            async with flow.fwdbwd.hold(sum(map(estimate_datum_bytes, chunks[index]))):
+                return await self._transport.forward_backward(
                     self.model_id,
                     ids[index] + 1,
                     chunks[index],
@@ -133,7 +135,16 @@ class TrainingClient(ResolvedClientFuture):
                     loss_fn_config,
                     forward_only,
                 )
-        return [pending[index] for index in range(len(chunks))]
+
+        pending: list[Pending[ForwardBackwardOutput]] = []
+        async with self._turn_for(ids):
+            if self._config.parallel_fwdbwd_chunks and len(chunks) > 1:
+                rest = await _gather_all(submit(i) for i in range(1, len(chunks)))
+                pending = [await submit(0), *rest]
+            else:
+                for index in range(len(chunks)):
+                    pending.append(await submit(index))
+        return pending
 
     async def _gather(
         self, pending: Sequence[Pending[ForwardBackwardOutput]]
@@ -183,7 +194,7 @@ class TrainingClient(ResolvedClientFuture):
             pending = await self._submit_chunks(ids, chunks, loss_fn, loss_fn_config, forward_only)
             return await self._gather(pending)
 
-        return self._loop.submit(run())
+        return self.service.run_op(run())
 
     def forward_backward_custom(
         self, data: Sequence[Datum], loss_fn: CustomLossFn
@@ -228,7 +239,7 @@ class TrainingClient(ResolvedClientFuture):
                 metrics=merge_custom_loss_metrics(backward.metrics, custom.loss, custom.metrics),
             )
 
-        return self._loop.submit(run())
+        return self.service.run_op(run())
 
     # ----- single-id ops ----------------------------------------------------------------------
 
@@ -240,7 +251,7 @@ class TrainingClient(ResolvedClientFuture):
                 pending = await submit(ids.start + 1)
             return await pending.result()
 
-        return self._loop.submit(run())
+        return self.service.run_op(run())
 
     def optim_step(self, adam_params: AdamParams | None = None) -> APIFuture[OptimStepResponse]:
         """Apply AdamW with the accumulated gradient, then clear it."""
@@ -294,7 +305,7 @@ class TrainingClient(ResolvedClientFuture):
                 )
             return await pending.result()
 
-        response = await self._loop.submit(run())
+        response = await self.service.run_op(run())
         if response.sampling_session_id is None:
             raise ValueError("the service returned no sampling_session_id for the snapshot")
         base_model = self._info.model_data.model_name or self._info.model_name or ""
@@ -345,3 +356,13 @@ class TrainingClient(ResolvedClientFuture):
 
     def __repr__(self) -> str:
         return f"TrainingClient(model_id={self.model_id!r})"
+
+
+async def _gather_all(awaitables: Iterable[Awaitable[T]]) -> list[T]:
+    """Like `asyncio.gather`, but every awaitable has finished when it returns or raises (the
+    first error), so no submission is left running behind a failed call."""
+    results = await asyncio.gather(*awaitables, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results  # type: ignore[return-value]

@@ -17,8 +17,9 @@ aiohttp does not cancel handlers of dropped connections.
 
 Fault injection (`mock_server/faults.py`, only with `ServerConfig.fault_plan`): the call wrapper
 asks the injector once per call, with the `x-conformance-case` metadata and the RPC's HTTP
-endpoint name (`_FAULT_ENDPOINTS`), and answers the rule in gRPC terms: `status` aborts with the
-status's code and `tinker-http-status` trailer (handler not run); `drop_after_apply` and
+endpoint name (`_FAULT_ENDPOINTS`), and answers the rule in gRPC terms: `status` (and every call
+of an `outage`) aborts with the status's code and `tinker-http-status` trailer, plus the HTTP
+answer's `retry-after` / `www-authenticate` as trailers (handler not run); `drop_after_apply` and
 `truncate_after_apply` run the handler, then abort UNAVAILABLE like a lost connection; `pending`
 holds a RetrieveFuture (within the deadline) and answers try_again; `delay` sleeps, then handles.
 """
@@ -37,7 +38,7 @@ import grpc
 import grpc.aio
 from google.protobuf import json_format
 
-from mock_server.faults import FaultInjector, FaultRule
+from mock_server.faults import STATUS_KINDS, FaultInjector, FaultRule
 from mock_server.grpc import convert
 from mock_server.grpc.errors import (
     HTTP_STATUS_KEY,
@@ -92,7 +93,7 @@ class _Call:
             return
         self.record.extra["fault"] = rule.describe()
         self.op_fault = rule
-        if rule.kind in ("status", "pending"):
+        if rule.kind in STATUS_KINDS or rule.kind == "pending":
             raise _InjectedFault(rule.describe())
         if rule.kind == "delay":
             await asyncio.sleep(rule.seconds)  # later calls overtake this one
@@ -352,15 +353,16 @@ def _rpc(
             await context.abort(
                 grpc.StatusCode.INTERNAL, detail, trailing_metadata=internal_trailers()
             )
-        if fault is not None and fault.kind == "status":
+        if fault is not None and fault.kind in STATUS_KINDS:
             # The handler did not run. The code and `tinker-http-status` trailer make tinker_ref
-            # raise and retry as it does for this status over HTTP. A `retry_after` is not sent:
-            # tinker_ref's gRPC transport reads no Retry-After and backs off on its own.
+            # raise and retry as it does for this status over HTTP; the headers the HTTP answer
+            # would carry travel as trailers of the same names (tinker_ref's retry policy reads
+            # `retry-after` in either).
             record.status = fault.status
             await context.abort(
                 code_of_status(fault.status),
                 f"injected fault: {fault.describe()}",
-                trailing_metadata=((HTTP_STATUS_KEY, str(fault.status)),),
+                trailing_metadata=_status_fault_trailers(fault),
             )
         record.status = 200
         if fault is not None and fault.kind in ("drop_after_apply", "truncate_after_apply"):
@@ -376,6 +378,15 @@ def _rpc(
     return grpc.unary_unary_rpc_method_handler(
         behaviour, response_serializer=lambda message: message.SerializeToString()
     )
+
+
+def _status_fault_trailers(fault: FaultRule) -> tuple[tuple[str, str], ...]:
+    trailers = [(HTTP_STATUS_KEY, str(fault.status))]
+    if fault.retry_after is not None:
+        trailers.append(("retry-after", f"{fault.retry_after:g}"))
+    if fault.status == 401:  # a rejected token (mock_server/faults.py)
+        trailers.append(("www-authenticate", 'Bearer error="invalid_token"'))
+    return tuple(trailers)
 
 
 async def _hold_pending(call: _Call, fault: FaultRule) -> pb.RetrieveFutureResponse:

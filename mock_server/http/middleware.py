@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from mock_server.faults import FaultInjector, FaultRule
+from mock_server.faults import STATUS_KINDS, FaultInjector, FaultRule
 from mock_server.http.encode import dumps, try_again_json
 from mock_server.http.keys import PRINCIPAL_KEY, RECORD_KEY, SERVICE_KEY
 from mock_server.service.errors import (
@@ -155,7 +155,7 @@ async def fault_gate(
         return
     record.extra["fault"] = rule.describe()
     request[OP_FAULT_KEY] = rule
-    if rule.kind in ("status", "pending"):
+    if rule.kind in STATUS_KINDS or rule.kind == "pending":
         raise _InjectedFault(rule, request_id)
     if rule.kind == "delay":
         await asyncio.sleep(rule.seconds)  # later requests overtake this one
@@ -171,8 +171,8 @@ def note_submitted(request: web.Request, seq_id: int | None, request_id: str) ->
 async def _inject(
     request: web.Request, fault: FaultRule, request_id: str | None = None
 ) -> web.Response:
-    """The answer of a `status` or `pending` fault (the handler is not run, or stopped at its
-    `fault_gate` with the body read and the polled `request_id` known)."""
+    """The answer of a `status`, `outage` or `pending` fault (the handler is not run, or stopped
+    at its `fault_gate` with the body read and the polled `request_id` known)."""
     if fault.kind == "pending":
         if request_id is None:
             # Read first: a client that timed out is gone after the hold.
@@ -182,4 +182,6 @@ async def _inject(
     response = error_response(fault.status, f"injected fault: {fault.describe()}")
     if fault.retry_after is not None:
         response.headers["Retry-After"] = f"{fault.retry_after:g}"
+    if fault.status == 401:  # a rejected token (mock_server/faults.py)
+        response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
     return response
