@@ -341,13 +341,13 @@ def custom_loss_step(raw: Raw, model_id: str, seq_id: int, report: bool, sdk_hea
     ]
     headers = {}
     if report:
-        headers["X-Tinker-Custom-Loss"] = repr(float(loss))
+        headers["X-Tinker-Custom-Loss"] = repr(loss.item())
     if sdk_header:
         headers["x-sdk-method"] = "TrainingClient.forward_backward_custom"
     status, _ = raw.forward_backward(model_id, seq_id + 1, backward, False, headers)
     assert status == 200
     raw.optim_step(model_id, seq_id + 2, learning_rate=2e-2)
-    return float(loss)
+    return loss.item()
 
 
 def custom_run_failures_and_checkpoint(mock: MockServer, steps: int) -> dict[str, Any]:
