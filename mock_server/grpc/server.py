@@ -345,6 +345,7 @@ def _rpc(
                 raise
         except ServiceError as error:
             record.status, record.error = status_of(error), error.message
+            record.error_field = error.field
             await context.abort(code_of(error), error.message, trailing_metadata=trailers_of(error))
         except Exception as exc:
             log.exception("unhandled error in %s", endpoint)

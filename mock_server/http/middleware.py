@@ -18,7 +18,7 @@ from aiohttp import web
 
 from mock_server.faults import STATUS_KINDS, FaultInjector, FaultRule
 from mock_server.http.encode import dumps, try_again_json
-from mock_server.http.keys import PRINCIPAL_KEY, RECORD_KEY, SERVICE_KEY
+from mock_server.http.keys import BOARD_KEY, PRINCIPAL_KEY, RECORD_KEY, SERVICE_KEY
 from mock_server.service.errors import (
     Conflict,
     Overloaded,
@@ -64,6 +64,7 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     record = service.records.start(request.method, request.path, request.headers)
     request[RECORD_KEY] = record
     response: web.StreamResponse
+    error_field: str | None = None
     fault = _fault_for(request, record.case)
     if fault is not None:  # recorded up front: a held client may be gone before the answer
         record.extra["fault"] = fault.describe()
@@ -87,7 +88,8 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
                 response = await _send_half(request, response)
     except ServiceError as error:
         response = service_error_response(error)
-        record.error = error.message
+        record.error, record.error_field = error.message, error.field
+        error_field = error.field
     except web.HTTPException as exc:  # routing (404/405) and aiohttp's own limits
         detail = exc.text or exc.reason
         if exc.status == 404:
@@ -101,6 +103,9 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         record.error = detail
     record.status = response.status
     service.records.finish(record)
+    board = request.app.get(BOARD_KEY)
+    if board is not None:
+        board.observe(record, error_field)
     return response
 
 

@@ -22,8 +22,9 @@ from mock_server.http.bodies import (
     require_media_type,
 )
 from mock_server.http.encode import dumps
-from mock_server.http.keys import PRINCIPAL_KEY, RECORD_KEY, SERVICE_KEY
+from mock_server.http.keys import BOARD_KEY, PRINCIPAL_KEY, RECORD_KEY, SERVICE_KEY
 from mock_server.http.middleware import fault_gate, note_submitted
+from mock_server.http.status_board import CUSTOM_LOSS_HEADER, parse_custom_loss
 from mock_server.http.status_page import status_page
 from mock_server.service import MalformedRequest, TinkerService
 from mock_server.service.auth import Principal
@@ -212,8 +213,18 @@ async def _forward_backward(request: web.Request, forward_only_endpoint: bool) -
     record.body = forward_backward_summary(
         req, len(raw), request.headers.get("Content-Encoding"), config.record_tensors
     )
+    # A custom-loss backward may carry the client's loss for the status page (status_board).
+    try:
+        custom_loss = parse_custom_loss(request.headers.get(CUSTOM_LOSS_HEADER))
+    except MalformedRequest as error:
+        digest = hashlib.sha256(raw).hexdigest()
+        await _refuse_malformed(request, endpoint, (req.model_id, req.seq_id), digest, error)
+    if custom_loss is not None:
+        record.extra["custom_loss"] = custom_loss
     await fault_gate(request, seq_id=req.seq_id)
     submitted = await service.training.forward_backward(_principal(request), req)
+    if custom_loss is not None:
+        request.app[BOARD_KEY].note_custom_loss(req.model_id, req.seq_id, custom_loss)
     return _submitted_op(request, submitted)
 
 
@@ -311,6 +322,7 @@ async def retrieve_future(request: web.Request) -> web.Response:
     if not record.finished:
         # Only after a long-poll: the SDK re-polls try_again with no delay (spec FUT-2).
         return _json(encode.try_again_json(request_id))
+    request.app[BOARD_KEY].note_outcome(request_id, record.failure, record.result)
     if record.failure is not None:
         service.mark_retrieved(record)
         return _json(encode.failure_json(record.failure))
