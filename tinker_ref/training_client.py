@@ -117,12 +117,15 @@ class TrainingClient(ResolvedClientFuture):
         loss_fn: str,
         loss_fn_config: LossFnConfig | None,
         forward_only: bool,
+        custom_loss: float | None = None,
     ) -> list[Pending[ForwardBackwardOutput]]:
         """POST the chunks of one call with seq_ids ids+1, as the SDK sends them: with
         `parallel_fwdbwd_chunks`, chunks 2..n concurrently and then the first, so the server
         buffers the early arrivals and starts the whole batch once the first lands; otherwise
         one after another. Each POST holds its estimated bytes in the client's forward/backward
-        byte budget while it is being sent (flow.py)."""
+        byte budget while it is being sent (flow.py). `custom_loss`: the value of a custom
+        loss whose backward these chunks are, reported to the server with the first chunk (the
+        mock's status page shows it; `X-Tinker-Custom-Loss`, docs/offline-development.md)."""
         flow = self.service.flow
 
         async def submit(index: int) -> Pending[ForwardBackwardOutput]:
@@ -134,6 +137,7 @@ class TrainingClient(ResolvedClientFuture):
                     loss_fn,
                     loss_fn_config,
                     forward_only,
+                    custom_loss if index == 0 else None,
                 )
 
         pending: list[Pending[ForwardBackwardOutput]] = []
@@ -227,7 +231,12 @@ class TrainingClient(ResolvedClientFuture):
                     backward_chunks.append(custom.backward_data[start : start + len(chunk)])
                     start += len(chunk)
                 pending = await self._submit_chunks(
-                    backward_ids, backward_chunks, "cross_entropy", None, forward_only=False
+                    backward_ids,
+                    backward_chunks,
+                    "cross_entropy",
+                    None,
+                    forward_only=False,
+                    custom_loss=float(custom.loss),
                 )
                 backward = await self._gather(pending)
             except BaseException as exc:

@@ -128,7 +128,12 @@ class Transport(Protocol):
         loss_fn: str,
         loss_fn_config: LossFnConfig | None,
         forward_only: bool,
-    ) -> Pending[ForwardBackwardOutput]: ...
+        custom_loss: float | None = None,
+    ) -> Pending[ForwardBackwardOutput]:
+        """Submit one forward/backward chunk. `custom_loss`: on the first backward chunk of a
+        custom-loss call, that call's loss, which a transport may report to the server (HTTP:
+        the `X-Tinker-Custom-Loss` header; it changes nothing the server computes)."""
+        ...
 
     async def optim_step(
         self, model_id: str, seq_id: int, adam_params: AdamParams

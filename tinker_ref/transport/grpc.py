@@ -311,6 +311,7 @@ class GrpcTransport:
         loss_fn: str,
         loss_fn_config: LossFnConfig | None,
         forward_only: bool,
+        custom_loss: float | None = None,  # not reported over gRPC (the status page is HTTP's)
     ) -> DeferredResult[ForwardBackwardOutput]:
         payload = encode_forward_backward_request(
             model_id, seq_id, data, loss_fn, loss_fn_config, forward_only

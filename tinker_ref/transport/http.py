@@ -29,6 +29,7 @@ import base64
 import contextlib
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -76,6 +77,9 @@ from tinker_ref.types.responses import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 PROTOBUF = "application/x-protobuf"
+# A custom-loss call's loss, reported on its first backward request (tinker_ref's own header;
+# the SDK sends none): lets a server show the loss the user optimises, not only the surrogate.
+CUSTOM_LOSS_HEADER = "X-Tinker-Custom-Loss"
 _SDK_VERSION = "0.38.0"  # the wire version we speak; sent where the SDK sends its own
 _JWT_REFRESH_SECONDS = 60  # a JWT this close to its expiry is replaced before use (as the SDK)
 _POOL_CONNECTIONS = 1000  # per pool: the SDK's DEFAULT_CONNECTION_LIMITS.max_connections
@@ -433,11 +437,14 @@ class HttpTransport:
         loss_fn: str,
         loss_fn_config: LossFnConfig | None,
         forward_only: bool,
+        custom_loss: float | None = None,
     ) -> DeferredResult[ForwardBackwardOutput]:
         payload = encode_forward_backward_request(
             model_id, seq_id, data, loss_fn, loss_fn_config, forward_only
         )
         headers = {"Content-Type": PROTOBUF}
+        if custom_loss is not None and math.isfinite(custom_loss):
+            headers[CUSTOM_LOSS_HEADER] = repr(custom_loss)
         if self._config.proto_compress_fwdbwd:
             import zstandard
 
