@@ -289,7 +289,11 @@ def _observe(check: Mapping[str, Any], case: Case, records: Sequence[Mapping[str
             if fault is None:
                 continue
             later = [r for r in records[index + 1 :] if r["endpoint"] == record["endpoint"]]
-            answered = [r for r in later if 200 <= (r["status"] or 0) < 300 and not r.get("extra")]
+            answered = [
+                r
+                for r in later
+                if 200 <= (r["status"] or 0) < 300 and "fault" not in (r.get("extra") or {})
+            ]
             item: dict[str, Any] = {
                 "endpoint": endpoint_name(record["endpoint"]),
                 "fault": fault,

@@ -34,7 +34,8 @@ def register_server_tokenizer(base_model: str = BASE_MODEL) -> Any:
     model (rank 1) on the server; it never trains.
     """
     service = tinker.ServiceClient()
-    tokenizer = service.create_lora_training_client(base_model=base_model, rank=1).get_tokenizer()
+    training = service.create_lora_training_client(base_model=base_model, rank=1).result()
+    tokenizer = training.get_tokenizer()
     register_tokenizer(base_model, lambda: tokenizer)
     return tokenizer
 

@@ -1,11 +1,18 @@
 """Train with the unmodified official `tinker` SDK against the offline mock server.
 
-    tinker-mock serve --port 8080 &          # or: python -m mock_server serve --port 8080
+    .venv/bin/tinker-mock serve --port 8080 &   # make demo's venv; it is not on PATH
     export TINKER_API_KEY=tml-dev TINKER_BASE_URL=http://127.0.0.1:8080
-    python examples/official_sdk_with_mock.py
+    sdk-env/bin/python examples/official_sdk_with_mock.py
 
-Needs `pip install tinker torch` (the official SDK) in the environment that runs this script;
-the mock needs nothing but this repository. The base model `tinker-ref/tiny-bytes` is a tiny
+Runs in an environment with the official SDK (tinker-ref's `.venv` has `tinker_ref`, not
+`tinker`). Make one with pinned versions, torch's CPU build first (an unpinned torch pulls a
+multi-GB CUDA build):
+
+    python3 -m venv sdk-env
+    sdk-env/bin/pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+    sdk-env/bin/pip install tinker==0.38.0
+
+The mock needs nothing but this repository. The base model `tinker-ref/tiny-bytes` is a tiny
 byte-level model (token id = byte value), so text needs no tokenizer. The script fine-tunes on a
 few sentences with a custom loss (mean negative log-likelihood, computed client-side by the SDK
 and applied exactly by the server), then samples from the trained weights.

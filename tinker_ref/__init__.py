@@ -18,7 +18,7 @@ __version__ = "0.1.0"  # before the imports below: the transports read it
 
 __title__ = "tinker_ref"
 
-from tinker_ref import auth, environment, errors, types
+from tinker_ref import auth, errors, types
 from tinker_ref.errors import (
     APIConnectionError,
     APIError,
@@ -39,6 +39,7 @@ from tinker_ref.errors import (
     UnprocessableEntityError,
 )
 from tinker_ref.futures import APIFuture
+from tinker_ref.logs import setup_logging
 from tinker_ref.loss_handle import LossHandle, PerDatumLossFn
 from tinker_ref.rest_client import AdminClient, RestClient
 from tinker_ref.sampling_client import SamplingClient
@@ -80,7 +81,7 @@ from tinker_ref.types import (
 BackcompatTrainingClientFuture = TrainingClient
 BackcompatSamplingClientFuture = SamplingClient
 
-environment.setup_logging()  # TINKER_LOG=debug|info, as the SDK reads it at import
+setup_logging()  # `TINKER_LOG=debug|info`, as the official SDK reads it at import
 
 __all__ = [
     "APIConnectionError",

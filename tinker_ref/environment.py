@@ -7,7 +7,7 @@
 | `TINKER_BASE_URL` | the service URL when `base_url=` is not passed (empty counts as unset) |
 | `TINKER_PROJECT_ID` | the session's project when `project_id=` is not passed |
 | `TINKER_TAGS` | comma-separated session tags |
-| `TINKER_LOG` | `debug` or `info`: log tinker_ref's (and aiohttp's) requests to stderr |
+| `TINKER_LOG` | `debug` or `info`: tinker_ref's logs on stderr (tinker_ref/logs.py) |
 | `CLOUDFLARE_ACCESS_CLIENT_ID` | sent as the `CF-Access-Client-Id` header |
 | `CLOUDFLARE_ACCESS_CLIENT_SECRET` | sent as the `CF-Access-Client-Secret` header |
 
@@ -20,7 +20,6 @@ keeps the order written (the SDK passes them through a set, in no fixed order).
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 from collections.abc import Sequence
@@ -97,16 +96,3 @@ def default_headers() -> dict[str, str]:
     if client_secret := os.environ.get("CLOUDFLARE_ACCESS_CLIENT_SECRET"):
         headers["CF-Access-Client-Secret"] = client_secret
     return headers
-
-
-def setup_logging() -> None:
-    """`TINKER_LOG=debug|info` turns on tinker_ref's logs (stderr), as the SDK's."""
-    level = {"debug": logging.DEBUG, "info": logging.INFO}.get(os.environ.get("TINKER_LOG", ""))
-    if level is None:
-        return
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            format="[%(asctime)s - %(name)s:%(lineno)d - %(levelname)s] %(message)s"
-        )
-    for name in ("tinker_ref", "aiohttp.client"):
-        logging.getLogger(name).setLevel(level)

@@ -14,16 +14,23 @@ futures) into these classes at the edge, so user code catches tinker_ref errors 
         ├── APIStatusError          an HTTP status >= 400 / a gRPC error status
         │   ├── BadRequestError            400
         │   ├── AuthenticationError        401
-        │   ├── BillingError               402
+        │   ├── PaymentRequiredError       402 (also BillingError, the SDK's name; the client
+        │   │                                   pauses before giving up)
         │   ├── PermissionDeniedError      403
         │   ├── NotFoundError              404
         │   ├── ConflictError              409
+        │   ├── GoneError                  410
         │   ├── RequestTooLargeError       413
         │   ├── UnprocessableEntityError   422
         │   ├── RateLimitError             429
         │   └── InternalServerError        >= 500
-        └── RequestFailedError      the request was accepted but its future failed
-                                    (`category` is "user", "server" or "unknown")
+        ├── RequestFailedError      the request was accepted but its future failed
+        │                           (`category` is "user", "server" or "unknown")
+        └── SessionGoneError        the service ended the client's session (its heartbeat got
+                                    410): its models and pending requests are gone
+
+An APIStatusError keeps the answer's headers (gRPC: trailing metadata) in `headers`, lower-cased:
+the retry policy (tinker_ref/retry.py) reads `retry-after` and `x-should-retry` there.
 
 The names are the official SDK's (`tinker.RateLimitError`, ...), and `tinker_ref` exports them at
 top level too, so `except tinker.RateLimitError` keeps working after `import tinker_ref as
@@ -34,6 +41,7 @@ service could not do what was asked), where the SDK derives it from `TinkerError
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -72,14 +80,23 @@ class APITimeoutError(APIConnectionError):
 
 
 class APIStatusError(APIError):
-    """The service answered with an error status; `body` is its parsed error body."""
+    """The service answered with an error status; `body` is its parsed error body (None when
+    the answer had none), `headers` its headers with lower-cased names."""
 
     status_code: int = 0
 
-    def __init__(self, message: str, *, status_code: int, body: Any = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.body = body
+        self.headers: Mapping[str, str] = dict(headers or {})
 
 
 class BadRequestError(APIStatusError):
@@ -90,11 +107,15 @@ class AuthenticationError(APIStatusError):
     status_code = 401
 
 
-class BillingError(APIStatusError):
-    """402: the account cannot be billed (the hosted service's answer; the mock never sends
-    it)."""
+class PaymentRequiredError(APIStatusError):
+    """402: the account cannot be billed (the hosted service's answer; the mock sends it only
+    as an injected fault). The retry policy pauses on it before giving up (retry.py)."""
 
     status_code = 402
+
+
+# The official SDK's name for the 402 error (`tinker.BillingError`).
+BillingError = PaymentRequiredError
 
 
 class PermissionDeniedError(APIStatusError):
@@ -107,6 +128,10 @@ class NotFoundError(APIStatusError):
 
 class ConflictError(APIStatusError):
     status_code = 409
+
+
+class GoneError(APIStatusError):
+    status_code = 410
 
 
 class RequestTooLargeError(APIStatusError):
@@ -130,10 +155,11 @@ _STATUS_CLASSES: dict[int, type[APIStatusError]] = {
     for cls in (
         BadRequestError,
         AuthenticationError,
-        BillingError,
+        PaymentRequiredError,
         PermissionDeniedError,
         NotFoundError,
         ConflictError,
+        GoneError,
         RequestTooLargeError,
         UnprocessableEntityError,
         RateLimitError,
@@ -141,12 +167,16 @@ _STATUS_CLASSES: dict[int, type[APIStatusError]] = {
 }
 
 
-def status_error(status_code: int, body: Any) -> APIStatusError:
-    """The APIStatusError subclass for an HTTP status, carrying the parsed body."""
+def status_error(
+    status_code: int, body: Any, headers: Mapping[str, str] | None = None
+) -> APIStatusError:
+    """The APIStatusError subclass for an HTTP status, carrying the parsed body and headers."""
     cls = _STATUS_CLASSES.get(status_code)
     if cls is None:
         cls = InternalServerError if status_code >= 500 else APIStatusError
-    return cls(f"Error code: {status_code} - {body}", status_code=status_code, body=body)
+    return cls(
+        f"Error code: {status_code} - {body}", status_code=status_code, body=body, headers=headers
+    )
 
 
 class APIResponseValidationError(APIError):
@@ -170,3 +200,13 @@ class RequestFailedError(APIError):
         super().__init__(message)
         self.request_id = request_id
         self.category = category
+
+
+class SessionGoneError(APIError):
+    """The service ended this client's session (its heartbeat was answered 410: finished or
+    expired for idleness). Its models and sampling sessions are gone, so every request of the
+    client still waiting, and every later one, fails with this error."""
+
+    def __init__(self, message: str, *, session_id: str) -> None:
+        super().__init__(message)
+        self.session_id = session_id

@@ -3,6 +3,11 @@
 Sample requests are numbered from 0 per client (`seq_id`), as the official SDK numbers them; a
 client rebuilt from a sampler handle joins the sampling session and numbers from
 `client_counter * 10**9`, so its seq_ids never collide with the original client's.
+A submission holds a dispatch slot and its prompt's estimated bytes (tinker_ref/flow.py); a 429
+answer makes all sampling of the ServiceClient back off and the same request (same seq_id) is
+submitted again, for as long as the service keeps answering 429, as the SDK does. A client made
+with a `retry_config` (tinker_ref/retry.py's `RetryConfig`) submits and polls its samples under
+a retry policy of its own with those knobs; without one, under its ServiceClient's.
 
 Over HTTP every sampling option of SDK 0.38 travels (`topk_sample_logprobs`,
 `target_prompt_logprobs`, `prompt_alt_tokens_k`, `prompt_logprobs_last_n`, and the client's
@@ -13,6 +18,7 @@ and their top-k only, and refuses the rest with a ConfigurationError naming the 
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import logging
@@ -23,7 +29,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tinker_ref.errors import ConfigurationError, RateLimitError, TinkerRefError
+from tinker_ref.flow import estimate_prompt_bytes
 from tinker_ref.futures import APIFuture, ResolvedClientFuture
+from tinker_ref.retry import RetryConfig, RetryPolicy
+from tinker_ref.transport.base import Pending
 from tinker_ref.types import ModelInput, SampleResponse, SamplingParams, TensorData
 from tinker_ref.wire_ops import json_wire, sample_body
 
@@ -43,8 +53,29 @@ class SamplingClient(ResolvedClientFuture):
         self._seq_ids = itertools.count()
         self._lock = threading.Lock()
         self.record_stability_info = False  # set by the factory that made the client
-        self.retry_config: object | None = None  # accepted for the SDK's signature
+        self._retry: RetryPolicy | None = None  # from `retry_config`; None: the transport's
         self._last_queue_state_logged = 0.0
+
+    @property
+    def retry_config(self) -> RetryConfig | None:
+        """The knobs of this client's own retry policy (None: its ServiceClient's policy)."""
+        return self._retry.config if self._retry is not None else None
+
+    @retry_config.setter
+    def retry_config(self, config: RetryConfig | None) -> None:
+        if config is None:
+            self._retry = None
+            return
+        if not isinstance(config, RetryConfig):
+            raise ConfigurationError(
+                f"retry_config must be a tinker_ref.retry.RetryConfig, got {type(config).__name__}"
+            )
+        policy = RetryPolicy(config)
+        # The service's billing pause limit, as the transport's policy adopts it (before the
+        # client has contacted the service: the config's own limit).
+        with contextlib.suppress(TinkerRefError):
+            policy.configure(self.service.client_config.billing_exception_max_pause_duration_sec)
+        self._retry = policy
 
     def _next_seq_id(self) -> int:
         with self._lock:
@@ -86,40 +117,49 @@ class SamplingClient(ResolvedClientFuture):
         wire = None
         if extended or hasattr(transport, "submit_sample"):
             wire = json_wire(transport, "this sampling option")
+        body = sample_body(
+            self.sampling_session_id,
+            seq_id,
+            prompt,
+            num_samples,
+            sampling_params,
+            include_prompt_logprobs,
+            topk_prompt_logprobs,
+            topk_sample_logprobs,
+            target_prompt_logprobs,
+            prompt_alt_tokens_k,
+            prompt_logprobs_last_n,
+            self.record_stability_info,
+        )
+
+        async def submit() -> Pending[SampleResponse]:
+            flow = self.service.flow
+            size = estimate_prompt_bytes(prompt)
+            async with flow.sample_dispatch(size):
+                while True:
+                    await flow.sample_backoff()
+                    try:
+                        if wire is None:  # gRPC: the options it carries
+                            return await transport.sample(
+                                self.sampling_session_id,
+                                seq_id,
+                                prompt,
+                                num_samples,
+                                sampling_params,
+                                include_prompt_logprobs,
+                                topk_prompt_logprobs,
+                                retry=self._retry,
+                            )
+                        return await wire.submit_sample(body, retry=self._retry)
+                    except RateLimitError:
+                        flow.sample_rate_limited(size)
 
         async def run() -> SampleResponse:
-            if wire is None:  # gRPC: the options it carries
-                pending = await transport.sample(
-                    self.sampling_session_id,
-                    seq_id,
-                    prompt,
-                    num_samples,
-                    sampling_params,
-                    include_prompt_logprobs,
-                    topk_prompt_logprobs,
-                )
-            else:
-                pending = await wire.submit_sample(
-                    sample_body(
-                        self.sampling_session_id,
-                        seq_id,
-                        prompt,
-                        num_samples,
-                        sampling_params,
-                        include_prompt_logprobs,
-                        topk_prompt_logprobs,
-                        topk_sample_logprobs,
-                        target_prompt_logprobs,
-                        prompt_alt_tokens_k,
-                        prompt_logprobs_last_n,
-                        self.record_stability_info,
-                    )
-                )
-            response = await pending.result()
+            response = await (await submit()).result()
             _check_answered(response, prompt_alt_tokens_k, prompt_logprobs_last_n)
             return response
 
-        return self.service.loop.submit(run())
+        return self.service.run_op(run())
 
     def compute_logprobs(
         self, prompt: ModelInput, prompt_logprobs_last_n: int | None = None
@@ -139,7 +179,7 @@ class SamplingClient(ResolvedClientFuture):
             values = response.prompt_logprobs or []
             return [None if v is None or math.isnan(v) else v for v in values]
 
-        return self.service.loop.submit(run())
+        return self.service.run_op(run())
 
     # As in SDK 0.38, the async twins give the result itself.
     async def sample_async(
@@ -239,7 +279,7 @@ class SamplingClient(ResolvedClientFuture):
         model_path: str | None = None,
         base_model: str | None = None,
         sampling_session_id: str | None = None,
-        retry_config: object | None = None,
+        retry_config: RetryConfig | None = None,
         record_stability_info: bool = False,
     ) -> APIFuture[SamplingClient]:
         """A future of a client for a checkpoint, a base model, or an existing sampling session
@@ -257,7 +297,7 @@ class SamplingClient(ResolvedClientFuture):
             client.retry_config = retry_config
             return client
 
-        return holder.loop.submit(make())
+        return holder.run_op(make())
 
     def on_queue_state_change(self, queue_state: Any, queue_state_reason: str | None) -> None:
         """Warn (at most once a minute) that sampling is paused, as the SDK's observer does;

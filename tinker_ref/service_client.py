@@ -1,38 +1,58 @@
 """ServiceClient: the entry point. Owns the event loop, the transport and the session.
 
-    client = ServiceClient(base_url="http://127.0.0.1:8080", api_key="tml-dev")
-    training = client.create_lora_training_client("Qwen/Qwen3-8B", rank=8)
+    with ServiceClient(base_url="http://127.0.0.1:8080", api_key="tml-dev") as client:
+        training = client.create_lora_training_client("Qwen/Qwen3-8B", rank=8)
 
 `base_url` defaults to `$TINKER_BASE_URL`, then to the production service; `api_key` to
 `$TINKER_API_KEY`, then to `$TINKER_CREDENTIAL_CMD`'s output; `project_id` to
 `$TINKER_PROJECT_ID` (every variable: tinker_ref/environment.py). `transport="grpc"` speaks the
-mock server's gRPC service instead, with
-`base_url` a gRPC target such as "127.0.0.1:50051". The session is created on first use;
-its heartbeat runs in the background every 10 s. Names and argument order follow the
-official SDK, so a script switches by changing its import.
+mock server's gRPC service instead, with `base_url` a gRPC target such as "127.0.0.1:50051".
+Names and argument order follow the official SDK, so a script switches by changing its import;
+`options` (ClientOptions) holds tinker_ref's own knobs: retries, timeouts, heartbeats.
+
+The session is created on first use and kept alive by a heartbeat every 10 s. A heartbeat
+answered 410 means the service ended the session (finished, or expired for idleness): the
+client logs it, marks the session gone (`session_error`) and fails every request still waiting
+and every later one with SessionGoneError, instead of waiting on models that no longer exist.
+Other heartbeat failures are retried by the next beat and logged (WARNING after 2 minutes).
+`close(status, detail)` finishes the session with the given outcome; leaving a `with` block
+reports "success", "errored" (an exception) or "interrupted" (KeyboardInterrupt and other
+BaseExceptions), as the SDK does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import itertools
+import logging
 import threading
+import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from tinker_ref import environment
-from tinker_ref.errors import ConfigurationError, TinkerRefError
+from tinker_ref.errors import (
+    APIStatusError,
+    APITimeoutError,
+    ConfigurationError,
+    SessionGoneError,
+    TinkerRefError,
+)
+from tinker_ref.flow import FlowControl
 from tinker_ref.futures import APIFuture, EventLoopThread
 from tinker_ref.loss_handle import LossHandle, PerDatumLossFn, encode_graph, trace_loss
+from tinker_ref.retry import RetryConfig
 from tinker_ref.sampling_client import SamplingClient
 from tinker_ref.training_client import TrainingClient
 from tinker_ref.transport.base import ClientConfig, Pending, Transport
 from tinker_ref.transport.grpc import GrpcTransport
-from tinker_ref.transport.http import HttpTransport
+from tinker_ref.transport.http import HttpOptions, HttpTransport
 from tinker_ref.types import LoraConfig
 from tinker_ref.types.custom_loss import CustomLossInputRank
 from tinker_ref.types.optimizer import AdamOptimizerConfig, OptimizerConfig
@@ -47,10 +67,24 @@ from tinker_ref.wire_ops import (
 if TYPE_CHECKING:
     from tinker_ref.rest_client import RestClient
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 DEFAULT_BASE_URL = environment.DEFAULT_BASE_URL
 SDK_WIRE_VERSION = "0.38.0"  # the create_session `sdk_version` tinker_ref's transports send
-HEARTBEAT_SECONDS = 10.0
 TRANSPORTS = ("http", "grpc")
+FINISH_STATUSES = ("success", "errored", "interrupted")
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """How a ServiceClient behaves on the wire; the defaults are the official SDK 0.38's."""
+
+    retry: RetryConfig = field(default_factory=RetryConfig)  # tinker_ref/retry.py
+    request_timeout: float = 60.0  # s per request (HTTP) / call deadline (gRPC)
+    poll_timeout: float = 45.0  # s per retrieve_future long-poll
+    heartbeat_seconds: float = 10.0  # between heartbeats (SDK SESSION_HEARTBEAT_PERIOD_SEC)
+    heartbeat_warning_seconds: float = 120.0  # failing this long is logged at WARNING (SDK)
+    close_timeout: float = 30.0  # s close() waits for the service to record the finish
 
 
 def _api_key(api_key: str | None) -> str:
@@ -62,6 +96,16 @@ def _check_sampling_source(model_path: str | None, base_model: str | None) -> No
         raise ConfigurationError("pass exactly one of model_path and base_model")
     if model_path is not None and not model_path.startswith("tinker://"):
         raise ConfigurationError(f"model_path must start with 'tinker://', got {model_path!r}")
+
+
+FinishStatus = Literal["success", "errored", "interrupted"]
+
+
+def _exit_status(exc_type: type[BaseException] | None) -> FinishStatus:
+    """The session's outcome when a `with` block ends (the SDK's rule)."""
+    if exc_type is None:
+        return "success"
+    return "errored" if issubclass(exc_type, Exception) else "interrupted"
 
 
 class ServiceClient:
@@ -78,6 +122,7 @@ class ServiceClient:
         default_headers_overrides: Mapping[str, str] | None = None,
         transport: str = "http",
         tags: Sequence[str] = (),
+        options: ClientOptions | None = None,
         **kwargs: Any,
     ) -> None:
         if kwargs:
@@ -90,18 +135,31 @@ class ServiceClient:
             raise ConfigurationError(
                 f"unknown transport {transport!r}; available: {', '.join(TRANSPORTS)}"
             )
+        self.options = options or ClientOptions()
         self.base_url = environment.base_url(base_url)
         self.transport: Transport
         if transport == "grpc":
             # base_url is a gRPC target: "host:port" (a "grpc://" prefix is accepted).
             target = self.base_url.removeprefix("grpc://")
-            self.transport = GrpcTransport(target, _api_key(api_key))
+            self.transport = GrpcTransport(
+                target,
+                _api_key(api_key),
+                self.options.retry,
+                self.options.request_timeout,
+                poll_timeout=self.options.poll_timeout,
+            )
         else:
-            http = HttpTransport(self.base_url, _api_key(api_key))
+            http_options = HttpOptions(
+                timeout=self.options.request_timeout,
+                poll_timeout=self.options.poll_timeout,
+                retry=self.options.retry,
+            )
+            http = HttpTransport(self.base_url, _api_key(api_key), http_options)
             http.default_headers.update(
                 environment.default_headers() | dict(default_headers_overrides or {})
             )
             self.transport = http
+        self.flow = FlowControl()
         self.loop = EventLoopThread()
         self._user_metadata = dict(user_metadata or {})
         self._tags = environment.tags(tags)
@@ -113,7 +171,10 @@ class ServiceClient:
         self._start_lock = asyncio.Lock()
         self._client_config: ClientConfig | None = None
         self._session_id: str | None = None
+        self._session_gone: SessionGoneError | None = None
+        self._gone = asyncio.Event()  # set (on the loop) when the heartbeat got 410
         self._heartbeat: asyncio.Task[None] | None = None
+        self._closed = False
         self._counter_lock = threading.Lock()
         self._model_seq_ids = itertools.count()
         self._sampling_session_seq_ids = itertools.count()
@@ -126,10 +187,16 @@ class ServiceClient:
             raise TinkerRefError("the client has not contacted the service yet")
         return self._client_config
 
+    @property
+    def session_error(self) -> SessionGoneError | None:
+        """Why the session is gone (its heartbeat got 410), or None while it lives."""
+        return self._session_gone
+
     async def _started(self) -> ClientConfig:
         async with self._start_lock:
             if self._client_config is None:
                 self._client_config = await self.transport.start()
+                self.flow.configure(self._client_config)
             return self._client_config
 
     async def _session(self) -> str:
@@ -137,54 +204,155 @@ class ServiceClient:
         async with self._start_lock:
             if self._session_id is None:
                 self._session_id = await self._create_session()
+                log.debug("created session %s", self._session_id)
                 self._heartbeat = asyncio.get_running_loop().create_task(
                     self._beat(self._session_id)
                 )
             return self._session_id
 
     async def _beat(self, session_id: str) -> None:
+        """Heartbeats until the session ends; see the module docstring for what failures do."""
+        period = self.options.heartbeat_seconds
+        warn_after = self.options.heartbeat_warning_seconds
+        last_answer = time.monotonic()
+        warned_at: float | None = None
         while True:
-            await asyncio.sleep(HEARTBEAT_SECONDS)
+            await asyncio.sleep(period)
             try:
                 await self.transport.session_heartbeat(session_id)
-            except TinkerRefError:
-                continue  # a missed heartbeat is not fatal; the next one may get through
+            except APIStatusError as error:
+                if error.status_code == 410:
+                    self._end_session(session_id, error)
+                    return
+                failure: TinkerRefError = error
+            except TinkerRefError as error:
+                failure = error
+            else:
+                if warned_at is not None:
+                    log.warning("session %s: heartbeats are answered again", session_id)
+                last_answer, warned_at = time.monotonic(), None
+                continue
+            now = time.monotonic()
+            log.debug("session %s: heartbeat failed: %s", session_id, failure)
+            if now - last_answer >= warn_after and (
+                warned_at is None or now - warned_at >= warn_after
+            ):
+                warned_at = now
+                log.warning(
+                    "session %s: heartbeats have failed for %.0f s (last: %s); the connection "
+                    "may be unreliable or the service down; if this persists the service will "
+                    "end the session",
+                    session_id,
+                    now - last_answer,
+                    failure,
+                )
+
+    def _end_session(self, session_id: str, error: APIStatusError) -> None:
+        """The service ended the session: mark it and fail everything still waiting."""
+        detail = error.body.get("detail") if isinstance(error.body, dict) else error.body
+        gone = SessionGoneError(
+            f"the service ended session {session_id} (its heartbeat was answered 410: "
+            f"{detail}); its models, sampling sessions and pending requests are gone. "
+            "Start a new ServiceClient (and a training client from a saved state) to go on.",
+            session_id=session_id,
+        )
+        gone.__cause__ = error
+        self._session_gone = gone
+        log.warning("%s", gone)
+        self._gone.set()
+
+    def _raise_if_gone(self) -> None:
+        if self._session_gone is not None:
+            raise SessionGoneError(
+                str(self._session_gone), session_id=self._session_gone.session_id
+            ) from self._session_gone
+
+    async def _guarded(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run one request of this client; if the session ends first, stop waiting for it and
+        raise SessionGoneError (its model is gone: its result never comes)."""
+        if self._session_gone is not None:
+            coroutine.close()
+            self._raise_if_gone()
+        work = asyncio.ensure_future(coroutine)
+        gone = asyncio.ensure_future(self._gone.wait())
+        try:
+            await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not work.done():
+                work.cancel()
+                with contextlib.suppress(BaseException):  # its outcome is the session's end
+                    await work
+        if work.cancelled() and self._session_gone is not None:
+            self._raise_if_gone()
+        return work.result()
+
+    def run_op(self, coroutine: Coroutine[Any, Any, T]) -> APIFuture[T]:
+        """Start one request on the client's loop (guarded by the session); its future."""
+        return self.loop.submit(self._guarded(coroutine))
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run(self._guarded(coroutine))
 
     def close(
         self,
-        status: Literal["success", "errored", "interrupted"] = "success",
+        status: FinishStatus = "success",
         detail: str | None = None,
     ) -> APIFuture[None]:
-        """End the session (as `status`) and release the connection pool and the loop thread.
+        """Finish the session as `status` ("success", "errored" or "interrupted"), stop the
+        heartbeat and release the connections and the loop thread.
 
-        Returns a completed future, as SDK 0.38's `close(...)` returns one (`.result()`).
-        `detail` (HTTP) is a note kept with the session's finish reason."""
-        done: concurrent.futures.Future[None] = concurrent.futures.Future()
-        done.set_result(None)
-        if self.loop.loop.is_closed():
-            return APIFuture(done)
+        Returns a completed future, as the SDK's `close(...)` returns one to wait on: its
+        `.result()` raises if the service could not record the finish within `close_timeout`
+        (then a warning is logged too); `close()` itself does not raise. A session the service
+        already ended (410) is not finished again.
+        """
+        if status not in FINISH_STATUSES:
+            raise ConfigurationError(
+                f"close status must be one of {', '.join(FINISH_STATUSES)}, got {status!r}"
+            )
+        outcome: concurrent.futures.Future[None] = concurrent.futures.Future()
+        if self._closed or self.loop.loop.is_closed():
+            outcome.set_result(None)
+            return APIFuture(outcome)
+        self._closed = True
+        session_id = self._session_id
 
         async def shutdown() -> None:
             if self._heartbeat is not None:
                 self._heartbeat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._heartbeat
             try:
-                http = detail is not None and hasattr(self.transport, "request_json")
-                if self._session_id is not None and http:  # gRPC: no detail field
-                    wire = json_wire(self.transport, "close(detail=...)")
-                    body = {"reason": {"type": status}, "detail": detail}
-                    await wire.request_json("POST", f"/sessions/{self._session_id}/finish", body)
-                elif self._session_id is not None:
-                    await self.transport.finish_session(self._session_id, status)
-            except TinkerRefError:
-                pass  # closing must not fail because the service is gone
+                if session_id is not None and self._session_gone is None:
+                    await self._finish(session_id, status, detail)
             finally:
                 await self.transport.close()
                 if self._rest is not None:  # create_rest_client()'s connection
                     await self._rest._connection.transport.close()
 
-        self.loop.run(shutdown(), timeout=30)
-        self.loop.close()
-        return APIFuture(done)
+        try:
+            self.loop.run(shutdown())
+        except TinkerRefError as error:
+            log.warning("session %s: finish (%s) not recorded: %s", session_id, status, error)
+            outcome.set_exception(error)
+        else:
+            outcome.set_result(None)
+        finally:
+            self.loop.close()
+        return APIFuture(outcome)
+
+    async def _finish(self, session_id: str, status: str, detail: str | None) -> None:
+        seconds = self.options.close_timeout
+        try:
+            await asyncio.wait_for(
+                self.transport.finish_session(session_id, status, detail), seconds
+            )
+        except TimeoutError as exc:
+            raise APITimeoutError(
+                f"finishing session {session_id} took over {seconds:g} s"
+            ) from exc
+        log.info("session %s finished: %s", session_id, status)
 
     def __enter__(self) -> ServiceClient:
         return self
@@ -195,12 +363,9 @@ class ServiceClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        finished = self.close(_exit_status(exc_type))
         if exc_type is None:
-            self.close("success")
-        elif issubclass(exc_type, Exception):
-            self.close("errored")
-        else:
-            self.close("interrupted")
+            finished.result()  # as the SDK's `close(...).result()`; never masks the block's error
 
     def next_sampling_session_seq_id(self) -> int:
         with self._counter_lock:
@@ -213,9 +378,12 @@ class ServiceClient:
     # ----- API --------------------------------------------------------------------------------
 
     def get_server_capabilities(self) -> GetServerCapabilitiesResponse:
-        return self.loop.run(self.get_server_capabilities_async())
+        return self._run(self._get_server_capabilities())
 
     async def get_server_capabilities_async(self) -> GetServerCapabilitiesResponse:
+        return await self.run_op(self._get_server_capabilities())
+
+    async def _get_server_capabilities(self) -> GetServerCapabilitiesResponse:
         await self._started()
         return await self.transport.get_server_capabilities()
 
@@ -232,7 +400,7 @@ class ServiceClient:
     ) -> TrainingClient:
         """A new LoRA model; `optimizer` (fixed for its lifetime) defaults to AdamW."""
         lora = LoraConfig(rank, seed, train_mlp, train_attn, train_unembed)
-        return self.loop.run(
+        return self._run(
             self._create_lora_training_client(base_model, lora, user_metadata, optimizer)
         )
 
@@ -249,7 +417,7 @@ class ServiceClient:
     ) -> TrainingClient:
         lora = LoraConfig(rank, seed, train_mlp, train_attn, train_unembed)
         coroutine = self._create_lora_training_client(base_model, lora, user_metadata, optimizer)
-        return await self.loop.submit(coroutine)
+        return await self.run_op(coroutine)
 
     async def _create_lora_training_client(
         self,
@@ -288,7 +456,7 @@ class ServiceClient:
     ) -> TrainingClient:
         """A new model with the checkpoint's weights; fresh optimizer state (`optimizer`,
         default AdamW). `base_model` overrides the checkpoint's (it must be compatible)."""
-        return self.loop.run(
+        return self._run(
             self._from_state(
                 path, False, user_metadata, base_model, weights_access_token, optimizer
             )
@@ -302,7 +470,7 @@ class ServiceClient:
         weights_access_token: str | None = None,
     ) -> TrainingClient:
         """A new model with the checkpoint's weights and Adam state (continues bit-exactly)."""
-        return self.loop.run(
+        return self._run(
             self._from_state(path, True, user_metadata, base_model, weights_access_token)
         )
 
@@ -356,7 +524,7 @@ class ServiceClient:
         weights_access_token: str | None = None,
         optimizer: OptimizerConfig | None = None,
     ) -> TrainingClient:
-        return await self.loop.submit(
+        return await self.run_op(
             self._from_state(
                 path, False, user_metadata, base_model, weights_access_token, optimizer
             )
@@ -369,7 +537,7 @@ class ServiceClient:
         user_metadata: Mapping[str, str] | None = None,
         weights_access_token: str | None = None,
     ) -> TrainingClient:
-        return await self.loop.submit(
+        return await self.run_op(
             self._from_state(path, True, user_metadata, base_model, weights_access_token)
         )
 
@@ -377,14 +545,14 @@ class ServiceClient:
         self,
         model_path: str | None = None,
         base_model: str | None = None,
-        retry_config: object | None = None,
+        retry_config: RetryConfig | None = None,
         record_stability_info: bool = False,
     ) -> SamplingClient:
         """Sample from saved sampler weights (`tinker://...`) or from a base model.
-        `record_stability_info` marks every sample for `stable_reinforce`; `retry_config` is
-        accepted for the SDK's signature (tinker_ref's transport retries on its own)."""
+        `record_stability_info` marks every sample for `stable_reinforce`; `retry_config` gives
+        the client a retry policy of its own (tinker_ref/retry.py; default: this client's)."""
         _check_sampling_source(model_path, base_model)
-        client = self.loop.run(self._create_sampling_client(model_path, base_model))
+        client = self._run(self._create_sampling_client(model_path, base_model))
         client.record_stability_info, client.retry_config = record_stability_info, retry_config
         return client
 
@@ -392,11 +560,11 @@ class ServiceClient:
         self,
         model_path: str | None = None,
         base_model: str | None = None,
-        retry_config: object | None = None,
+        retry_config: RetryConfig | None = None,
         record_stability_info: bool = False,
     ) -> SamplingClient:
         _check_sampling_source(model_path, base_model)
-        client = await self.loop.submit(self._create_sampling_client(model_path, base_model))
+        client = await self.run_op(self._create_sampling_client(model_path, base_model))
         client.record_stability_info, client.retry_config = record_stability_info, retry_config
         return client
 
@@ -467,7 +635,7 @@ class ServiceClient:
             )
             return dataclasses.replace(handle, loss_id=await pending.result())
 
-        return self.loop.submit(create())
+        return self.run_op(create())
 
     def copy_weights(
         self,

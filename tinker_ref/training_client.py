@@ -2,7 +2,8 @@
 
 Every op reserves its request id synchronously, when the method is called; wire
 `seq_id = request id + 1` (the model's creation is seq 0). Ops are *submitted* strictly in
-that order (op k+1's POST waits until op k's POST was accepted) while their results are awaited
+that order (op k+1's POST waits until op k's POST was accepted; the chunks of one call are the
+exception: they go out together, the first one last) while their results are awaited
 concurrently, exactly as the official SDK does. Hence an `optim_step` called right after
 `forward_backward_custom` gets a later id and runs after the custom loss's backward pass, even
 though that pass is only sent once the forward results are back and the loss is computed.
@@ -17,16 +18,17 @@ from __future__ import annotations
 import asyncio
 import threading
 import warnings
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from tinker_ref.chunking import chunk_data
+from tinker_ref.chunking import chunk_data, estimate_datum_bytes
 from tinker_ref.custom_loss import CustomLossFn, forward_phase_data, run_custom_loss
 from tinker_ref.errors import ClientPoisonedError
 from tinker_ref.futures import APIFuture, EventLoopThread, ResolvedClientFuture
 from tinker_ref.loss_handle import LossHandle, check_loss_inputs, run_loss_handle
 from tinker_ref.metrics import combine_chunk_results, merge_custom_loss_metrics
+from tinker_ref.retry import RetryConfig
 from tinker_ref.transport.base import ClientConfig, LossFnConfig, Pending, Transport
 from tinker_ref.types import AdamParams, Datum, ForwardBackwardOutput, SaveWeightsExternalResponse
 from tinker_ref.types.optimizer import DimuonParams, OptimParams
@@ -47,6 +49,8 @@ from tinker_ref.wire_ops import (
     save_weights_external_body,
     save_weights_for_sampler_body,
 )
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from tinker_ref.sampling_client import SamplingClient
@@ -127,26 +131,38 @@ class TrainingClient(ResolvedClientFuture):
         loss_fn: str,
         loss_fn_config: LossFnConfig | None,
         forward_only: bool,
+        custom_loss: float | None = None,
     ) -> list[Pending[ForwardBackwardOutput]]:
-        """POST the chunks of one call with seq_ids ids+1; the first chunk goes last, as the
-        SDK sends it, so the server must buffer early arrivals."""
-        order = (
-            [*range(1, len(chunks)), 0]
-            if self._config.parallel_fwdbwd_chunks
-            else list(range(len(chunks)))
-        )
-        pending: dict[int, Pending[ForwardBackwardOutput]] = {}
-        async with self._turn_for(ids):
-            for index in order:
-                pending[index] = await self._transport.forward_backward(
+        """POST the chunks of one call with seq_ids ids+1, as the SDK sends them: with
+        `parallel_fwdbwd_chunks`, chunks 2..n concurrently and then the first, so the server
+        buffers the early arrivals and starts the whole batch once the first lands; otherwise
+        one after another. Each POST holds its estimated bytes in the client's forward/backward
+        byte budget while it is being sent (flow.py). `custom_loss`: the value of a custom
+        loss whose backward these chunks are, reported to the server with the first chunk (the
+        mock's status page shows it; `X-Tinker-Custom-Loss`, docs/offline-development.md)."""
+        flow = self.service.flow
+
+        async def submit(index: int) -> Pending[ForwardBackwardOutput]:
+            async with flow.fwdbwd.hold(sum(map(estimate_datum_bytes, chunks[index]))):
+                return await self._transport.forward_backward(
                     self.model_id,
                     ids[index] + 1,
                     chunks[index],
                     loss_fn,
                     loss_fn_config,
                     forward_only,
+                    custom_loss if index == 0 else None,
                 )
-        return [pending[index] for index in range(len(chunks))]
+
+        pending: list[Pending[ForwardBackwardOutput]] = []
+        async with self._turn_for(ids):
+            if self._config.parallel_fwdbwd_chunks and len(chunks) > 1:
+                rest = await _gather_all(submit(i) for i in range(1, len(chunks)))
+                pending = [await submit(0), *rest]
+            else:
+                for index in range(len(chunks)):
+                    pending.append(await submit(index))
+        return pending
 
     async def _gather(
         self, pending: Sequence[Pending[ForwardBackwardOutput]]
@@ -196,7 +212,7 @@ class TrainingClient(ResolvedClientFuture):
             pending = await self._submit_chunks(ids, chunks, loss_fn, loss_fn_config, forward_only)
             return await self._gather(pending)
 
-        return self._loop.submit(run())
+        return self.service.run_op(run())
 
     def forward_backward_custom(
         self,
@@ -268,7 +284,12 @@ class TrainingClient(ResolvedClientFuture):
                     backward_chunks.append(custom.backward_data[start : start + len(chunk)])
                     start += len(chunk)
                 pending = await self._submit_chunks(
-                    backward_ids, backward_chunks, "cross_entropy", None, forward_only=False
+                    backward_ids,
+                    backward_chunks,
+                    "cross_entropy",
+                    None,
+                    forward_only=False,
+                    custom_loss=float(custom.loss),
                 )
                 backward = await self._gather(pending)
             except BaseException as exc:
@@ -280,7 +301,7 @@ class TrainingClient(ResolvedClientFuture):
                 metrics=merge_custom_loss_metrics(backward.metrics, custom.loss, custom.metrics),
             )
 
-        return self._loop.submit(run())
+        return self.service.run_op(run())
 
     # ----- single-id ops ----------------------------------------------------------------------
 
@@ -292,7 +313,7 @@ class TrainingClient(ResolvedClientFuture):
                 pending = await submit(ids.start + 1)
             return await pending.result()
 
-        return self._loop.submit(run())
+        return self.service.run_op(run())
 
     def optim_step(
         self,
@@ -408,7 +429,7 @@ class TrainingClient(ResolvedClientFuture):
     def save_weights_and_get_sampling_client(
         self,
         name: str | None = None,
-        retry_config: object | None = None,
+        retry_config: RetryConfig | None = None,
         record_stability_info: bool = False,
         kind: SamplingClientKind = "snapshot",
     ) -> SamplingClient:
@@ -418,7 +439,7 @@ class TrainingClient(ResolvedClientFuture):
         this model's inflight samplers (each later inflight save updates the earlier inflight
         clients too; the mock applies it at once). `name` has no effect (deprecated in SDK
         0.38); `record_stability_info` marks every sample for `stable_reinforce`;
-        `retry_config` is accepted for the SDK's signature (tinker_ref's transport retries)."""
+        `retry_config` gives the sampling client a retry policy of its own (tinker_ref/retry.py)."""
         if name is not None:
             warnings.warn(
                 "The 'name' parameter of save_weights_and_get_sampling_client() is deprecated "
@@ -427,23 +448,23 @@ class TrainingClient(ResolvedClientFuture):
                 DeprecationWarning,
                 stacklevel=2,
             )
-        return self._loop.run(
+        return self.service._run(
             self._save_weights_and_get_sampling_client(retry_config, record_stability_info, kind)
         )
 
     async def save_weights_and_get_sampling_client_async(
         self,
         name: str | None = None,
-        retry_config: object | None = None,
+        retry_config: RetryConfig | None = None,
         record_stability_info: bool = False,
         kind: SamplingClientKind = "snapshot",
     ) -> SamplingClient:
-        return await self._loop.submit(
+        return await self.service.run_op(
             self._save_weights_and_get_sampling_client(retry_config, record_stability_info, kind)
         )
 
     async def _save_weights_and_get_sampling_client(
-        self, retry_config: object | None, record_stability_info: bool, kind: str
+        self, retry_config: RetryConfig | None, record_stability_info: bool, kind: str
     ) -> SamplingClient:
         from tinker_ref.sampling_client import SamplingClient
 
@@ -581,7 +602,7 @@ class TrainingClient(ResolvedClientFuture):
     def create_sampling_client(
         self,
         model_path: str,
-        retry_config: object | None = None,
+        retry_config: RetryConfig | None = None,
         record_stability_info: bool = False,
     ) -> SamplingClient:
         """A sampling client for saved sampler weights (`tinker://...`)."""
@@ -592,7 +613,7 @@ class TrainingClient(ResolvedClientFuture):
     async def create_sampling_client_async(
         self,
         model_path: str,
-        retry_config: object | None = None,
+        retry_config: RetryConfig | None = None,
         record_stability_info: bool = False,
     ) -> SamplingClient:
         return await self.service.create_sampling_client_async(
@@ -605,3 +626,13 @@ class TrainingClient(ResolvedClientFuture):
 
     def __repr__(self) -> str:
         return f"TrainingClient(model_id={self.model_id!r})"
+
+
+async def _gather_all(awaitables: Iterable[Awaitable[T]]) -> list[T]:
+    """Like `asyncio.gather`, but every awaitable has finished when it returns or raises (the
+    first error), so no submission is left running behind a failed call."""
+    results = await asyncio.gather(*awaitables, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results  # type: ignore[return-value]

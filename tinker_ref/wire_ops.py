@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 
 from tinker_ref.codec import model_input_to_json, tensor_data_to_json
 from tinker_ref.errors import ConfigurationError
+from tinker_ref.retry import RetryPolicy
 from tinker_ref.transport.base import DeferredResult, LossFnConfig
 from tinker_ref.types import LoraConfig, ModelInput, SampleResponse, SamplingParams, TensorData
 from tinker_ref.types.optimizer import (
@@ -47,7 +48,9 @@ class JsonWire(Protocol):
         self, path: str, body: Mapping[str, Any], request_type: str, decode: Callable[[Any], T]
     ) -> DeferredResult[T]: ...
 
-    async def submit_sample(self, body: Mapping[str, Any]) -> DeferredResult[SampleResponse]: ...
+    async def submit_sample(
+        self, body: Mapping[str, Any], *, retry: RetryPolicy | None = None
+    ) -> DeferredResult[SampleResponse]: ...
 
     async def identity_jwt(self) -> str | None: ...
 

@@ -3,7 +3,9 @@
 Modules: `catalog` (base-model names -> tiny configs), `model` (the tiny causal LM with LoRA
 adapters), `losses` (built-in loss formulas and input validation), `training` (one trainable
 model: forward/backward, gradient accumulation, AdamW), `sampling` (seeded sampling and prompt
-logprobs), `checkpoint` (safetensors save/load), `engine` (the facade front ends hold).
+logprobs), `checkpoint` (safetensors save/load), `engine` (the facade front ends hold), and
+the `custom_loss` package (uploaded losses: allow-list, compiler, interpreter; imported by name,
+not re-exported here).
 """
 
 from mock_server.engine.catalog import ModelSpec, get_spec, load_catalog

@@ -1,7 +1,8 @@
 """The model catalogue: which base-model names the mock serves, and the tiny network behind each.
 
 The data lives in `catalog.json` beside this file (one entry per base model). Real model
-names keep their real vocabulary size, so token-id validation, payload sizes and the
+names (every model in tinker-cookbook's model table and Tinker's lineup) keep their real
+vocabulary size, so token-id validation, payload sizes and the
 vocabulary projection's memory behave as in production; the hidden sizes are tiny so
 everything runs on a laptop CPU. Entries marked `test_model` exist for fast tests.
 """
@@ -27,6 +28,9 @@ class ModelSpec:
     tokenizer: str | None = None  # "bytes" for byte-level test models, else None
     test_model: bool = False  # small-vocabulary model intended for tests
     max_context_length: int = 32768  # reported by get_server_capabilities
+    renderer: str | None = None  # tinker-cookbook's recommended renderer for this model
+    tokenizer_family: str | None = None  # what `tinker-mock install-tokenizers` writes for it
+    vocab_source: str | None = None  # where `vocab_size` comes from
 
 
 @cache

@@ -19,6 +19,7 @@ from mock_server.service.requests import (
     CreateModel,
     CreateSamplingSession,
     CreateSession,
+    ForwardBackward,
     LoadWeights,
     LoraSpec,
     OptimStep,
@@ -38,7 +39,12 @@ from mock_server.service.results import (
     SubmittedFuture,
 )
 from tinker_ref._proto.tinker_ref.training.v1 import training_pb2 as pb
-from tinker_ref.codec import CodecError, encode_forward_backward_output, encode_sample_response
+from tinker_ref.codec import (
+    CodecError,
+    decode_forward_backward_request,
+    encode_forward_backward_output,
+    encode_sample_response,
+)
 from tinker_ref.codec.proto_tensor import chunk_from_proto
 from tinker_ref.types import ForwardBackwardOutput, SampleResponse
 
@@ -79,6 +85,23 @@ def create_model(message: pb.CreateModelRequest) -> CreateModel:
         base_model=message.base_model,
         lora=lora,
         user_metadata=_metadata(message.user_metadata),
+    )
+
+
+def forward_backward(payload: bytes) -> ForwardBackward:
+    """ForwardBackward arrives as the HTTP API's protobuf bytes; the shared codec decodes it, so
+    the same input fails with the same message and field on both transports."""
+    try:
+        decoded = decode_forward_backward_request(payload)
+    except CodecError as exc:
+        raise MalformedRequest(exc.message, exc.field) from exc
+    return ForwardBackward(
+        model_id=decoded.model_id,
+        seq_id=decoded.seq_id,
+        data=tuple(decoded.data),
+        loss_fn=decoded.loss_fn,
+        loss_fn_config=decoded.loss_fn_config,
+        forward_only=decoded.forward_only,
     )
 
 

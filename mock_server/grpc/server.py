@@ -17,8 +17,9 @@ aiohttp does not cancel handlers of dropped connections.
 
 Fault injection (`mock_server/faults.py`, only with `ServerConfig.fault_plan`): the call wrapper
 asks the injector once per call, with the `x-conformance-case` metadata and the RPC's HTTP
-endpoint name (`_FAULT_ENDPOINTS`), and answers the rule in gRPC terms: `status` aborts with the
-status's code and `tinker-http-status` trailer (handler not run); `drop_after_apply` and
+endpoint name (`_FAULT_ENDPOINTS`), and answers the rule in gRPC terms: `status` (and every call
+of an `outage`) aborts with the status's code and `tinker-http-status` trailer, plus the HTTP
+answer's `retry-after` / `www-authenticate` as trailers (handler not run); `drop_after_apply` and
 `truncate_after_apply` run the handler, then abort UNAVAILABLE like a lost connection; `pending`
 holds a RetrieveFuture (within the deadline) and answers try_again; `delay` sleeps, then handles.
 """
@@ -37,7 +38,7 @@ import grpc
 import grpc.aio
 from google.protobuf import json_format
 
-from mock_server.faults import FaultInjector, FaultRule
+from mock_server.faults import STATUS_KINDS, FaultInjector, FaultRule
 from mock_server.grpc import convert
 from mock_server.grpc.errors import (
     HTTP_STATUS_KEY,
@@ -53,7 +54,7 @@ from mock_server.service.records import RequestRecord, forward_backward_summary
 from mock_server.service.requests import MalformedOp
 from mock_server.service.results import SubmittedFuture
 from tinker_ref._proto.tinker_ref.training.v1 import training_pb2 as pb
-from tinker_ref.codec import CodecError, decode_forward_backward_request, peek_fields
+from tinker_ref.codec import CodecError, peek_fields
 from tinker_ref.codec.proto_tensor import parse_message
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ class _Call:
             return
         self.record.extra["fault"] = rule.describe()
         self.op_fault = rule
-        if rule.kind in ("status", "pending"):
+        if rule.kind in STATUS_KINDS or rule.kind == "pending":
             raise _InjectedFault(rule.describe())
         if rule.kind == "delay":
             await asyncio.sleep(rule.seconds)  # later calls overtake this one
@@ -157,7 +158,9 @@ class TrainingServicer:
         return pb.SessionHeartbeatResponse()
 
     async def FinishSession(self, request: pb.FinishSessionRequest, call: _Call) -> Any:
-        await self.service.finish_session(call.principal, request.session_id)
+        await self.service.finish_session(
+            call.principal, request.session_id, request.reason or None
+        )
         return pb.FinishSessionResponse()
 
     # ----- models and training -----
@@ -172,10 +175,7 @@ class TrainingServicer:
         return convert.model_info(await self.service.get_info(call.principal, request.model_id))
 
     async def ForwardBackward(self, request: bytes, call: _Call) -> Any:
-        try:
-            req = decode_forward_backward_request(request)
-        except CodecError as exc:
-            raise MalformedRequest(exc.message, exc.field) from exc
+        req = convert.forward_backward(request)
         # The HTTP front end's summary, so records of both transports compare directly.
         call.record.body = forward_backward_summary(
             req, len(request), None, self.service.config.record_tensors
@@ -347,6 +347,7 @@ def _rpc(
                 raise
         except ServiceError as error:
             record.status, record.error = status_of(error), error.message
+            record.error_field = error.field
             await context.abort(code_of(error), error.message, trailing_metadata=trailers_of(error))
         except Exception as exc:
             log.exception("unhandled error in %s", endpoint)
@@ -355,15 +356,16 @@ def _rpc(
             await context.abort(
                 grpc.StatusCode.INTERNAL, detail, trailing_metadata=internal_trailers()
             )
-        if fault is not None and fault.kind == "status":
+        if fault is not None and fault.kind in STATUS_KINDS:
             # The handler did not run. The code and `tinker-http-status` trailer make tinker_ref
-            # raise and retry as it does for this status over HTTP. A `retry_after` is not sent:
-            # tinker_ref's gRPC transport reads no Retry-After and backs off on its own.
+            # raise and retry as it does for this status over HTTP; the headers the HTTP answer
+            # would carry travel as trailers of the same names (tinker_ref's retry policy reads
+            # `retry-after` in either).
             record.status = fault.status
             await context.abort(
                 code_of_status(fault.status),
                 f"injected fault: {fault.describe()}",
-                trailing_metadata=((HTTP_STATUS_KEY, str(fault.status)),),
+                trailing_metadata=_status_fault_trailers(fault),
             )
         record.status = 200
         if fault is not None and fault.kind in ("drop_after_apply", "truncate_after_apply"):
@@ -379,6 +381,15 @@ def _rpc(
     return grpc.unary_unary_rpc_method_handler(
         behaviour, response_serializer=lambda message: message.SerializeToString()
     )
+
+
+def _status_fault_trailers(fault: FaultRule) -> tuple[tuple[str, str], ...]:
+    trailers = [(HTTP_STATUS_KEY, str(fault.status))]
+    if fault.retry_after is not None:
+        trailers.append(("retry-after", f"{fault.retry_after:g}"))
+    if fault.status == 401:  # a rejected token (mock_server/faults.py)
+        trailers.append(("www-authenticate", 'Bearer error="invalid_token"'))
+    return tuple(trailers)
 
 
 async def _hold_pending(call: _Call, fault: FaultRule) -> pb.RetrieveFutureResponse:

@@ -15,10 +15,11 @@ from aiohttp import web
 
 from mock_server.engine import Engine
 from mock_server.faults import FaultInjector
-from mock_server.http.keys import CONFIG_KEY, SERVICE_KEY
+from mock_server.http.keys import BOARD_KEY, CONFIG_KEY, SERVICE_KEY
 from mock_server.http.middleware import FAULTS_KEY, api_middleware
 from mock_server.http.rest_routes import add_rest_routes
 from mock_server.http.routes import add_routes
+from mock_server.http.status_board import StatusBoard
 from mock_server.service import ServerConfig, TinkerService
 
 # Options for aiohttp's request handler (AppRunner / TestServer kwargs): decompression is ours.
@@ -28,6 +29,7 @@ SERVER_KWARGS: dict[str, bool] = {"auto_decompress": False}
 def create_app(config: ServerConfig, engine: Engine | None = None) -> web.Application:
     app = web.Application(middlewares=[api_middleware], client_max_size=config.max_body_bytes)
     app[CONFIG_KEY] = config
+    app[BOARD_KEY] = StatusBoard()
     if config.fault_plan is not None:  # only an explicit plan injects faults
         app[FAULTS_KEY] = FaultInjector(config.fault_plan)
 

@@ -16,9 +16,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from mock_server.faults import FaultInjector, FaultRule
+from mock_server.faults import STATUS_KINDS, FaultInjector, FaultRule
 from mock_server.http.encode import dumps, try_again_json
-from mock_server.http.keys import PRINCIPAL_KEY, RECORD_KEY, SERVICE_KEY
+from mock_server.http.keys import BOARD_KEY, PRINCIPAL_KEY, RECORD_KEY, SERVICE_KEY
 from mock_server.service.errors import (
     Conflict,
     Overloaded,
@@ -64,6 +64,7 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     record = service.records.start(request.method, request.path, request.headers)
     request[RECORD_KEY] = record
     response: web.StreamResponse
+    error_field: str | None = None
     fault = _fault_for(request, record.case)
     if fault is not None:  # recorded up front: a held client may be gone before the answer
         record.extra["fault"] = fault.describe()
@@ -87,7 +88,8 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
                 response = await _send_half(request, response)
     except ServiceError as error:
         response = service_error_response(error)
-        record.error = error.message
+        record.error, record.error_field = error.message, error.field
+        error_field = error.field
     except web.HTTPException as exc:  # routing (404/405) and aiohttp's own limits
         detail = exc.text or exc.reason
         if exc.status == 404:
@@ -101,6 +103,9 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         record.error = detail
     record.status = response.status
     service.records.finish(record)
+    board = request.app.get(BOARD_KEY)
+    if board is not None:
+        board.observe(record, error_field)
     return response
 
 
@@ -155,7 +160,7 @@ async def fault_gate(
         return
     record.extra["fault"] = rule.describe()
     request[OP_FAULT_KEY] = rule
-    if rule.kind in ("status", "pending"):
+    if rule.kind in STATUS_KINDS or rule.kind == "pending":
         raise _InjectedFault(rule, request_id)
     if rule.kind == "delay":
         await asyncio.sleep(rule.seconds)  # later requests overtake this one
@@ -171,8 +176,8 @@ def note_submitted(request: web.Request, seq_id: int | None, request_id: str) ->
 async def _inject(
     request: web.Request, fault: FaultRule, request_id: str | None = None
 ) -> web.Response:
-    """The answer of a `status` or `pending` fault (the handler is not run, or stopped at its
-    `fault_gate` with the body read and the polled `request_id` known)."""
+    """The answer of a `status`, `outage` or `pending` fault (the handler is not run, or stopped
+    at its `fault_gate` with the body read and the polled `request_id` known)."""
     if fault.kind == "pending":
         if request_id is None:
             # Read first: a client that timed out is gone after the hold.
@@ -182,4 +187,6 @@ async def _inject(
     response = error_response(fault.status, f"injected fault: {fault.describe()}")
     if fault.retry_after is not None:
         response.headers["Retry-After"] = f"{fault.retry_after:g}"
+    if fault.status == 401:  # a rejected token (mock_server/faults.py)
+        response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
     return response

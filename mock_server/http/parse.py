@@ -3,7 +3,8 @@
 `Fields` reads one JSON object: each accessor checks presence and JSON type and raises
 `MalformedRequest` with the dotted path (`lora_config.rank`) and expected vs got. Unknown keys
 are ignored — newer SDKs add fields and the mock should keep working — but every key the service
-needs is checked. Protobuf bodies are decoded by `tinker_ref.codec`, not here.
+needs is checked. Protobuf bodies are decoded by `tinker_ref.codec` (`forward_backward_proto`
+only maps its result and its `CodecError` onto the service's types).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from mock_server.service.requests import (
     CreateSamplingSession,
     CreateSession,
     CustomLossInputSpec,
+    ForwardBackward,
     LoadWeights,
     LoraSpec,
     OptimStep,
@@ -31,8 +33,8 @@ from mock_server.service.requests import (
 )
 from tinker_ref.codec import (
     CodecError,
-    ForwardBackwardRequest,
     datum_from_json,
+    decode_forward_backward_request,
     model_input_from_json,
     tensor_data_from_json,
 )
@@ -352,9 +354,26 @@ def create_custom_loss(body: object) -> CreateCustomLoss:
     )
 
 
-def forward_backward_json(body: object, forward_only: bool) -> ForwardBackwardRequest:
+def forward_backward_proto(body: bytes) -> ForwardBackward:
+    """The protobuf body of `/forward_backward` (SDK >= 0.25)."""
+    try:
+        decoded = decode_forward_backward_request(body)
+    except CodecError as exc:
+        raise MalformedRequest(exc.message, exc.field) from exc
+    return ForwardBackward(
+        model_id=decoded.model_id,
+        seq_id=decoded.seq_id,
+        data=tuple(decoded.data),
+        loss_fn=decoded.loss_fn,
+        loss_fn_config=decoded.loss_fn_config,
+        forward_only=decoded.forward_only,
+    )
+
+
+def forward_backward_json(body: object, forward_only: bool) -> ForwardBackward:
     """The JSON-era body of `/forward_backward` (`forward_backward_input`) or `/forward`
-    (`forward_input`), as SDK <= 0.22 sends it."""
+    (`forward_input`), as SDK <= 0.22 sends it. `/forward` carries the caller's full datums
+    (SDK 0.15's custom-loss forward), so loss inputs its loss does not read are dropped."""
     f = Fields(body)
     key = "forward_input" if forward_only else "forward_backward_input"
     inner = f.obj(key)
@@ -375,11 +394,12 @@ def forward_backward_json(body: object, forward_only: bool) -> ForwardBackwardRe
         data = [datum_from_json(item, f"data[{i}]") for i, item in enumerate(raw_data)]
     except CodecError as exc:
         raise MalformedRequest(exc.message, exc.field) from exc
-    return ForwardBackwardRequest(
+    return ForwardBackward(
         model_id=f.text("model_id"),
         seq_id=f.integer("seq_id"),
-        data=data,
+        data=tuple(data),
         loss_fn=inner.text("loss_fn"),
         loss_fn_config=config,
         forward_only=forward_only,
+        ignore_unused_inputs=forward_only,
     )

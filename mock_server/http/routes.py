@@ -22,21 +22,17 @@ from mock_server.http.bodies import (
     require_media_type,
 )
 from mock_server.http.encode import dumps
-from mock_server.http.keys import PRINCIPAL_KEY, RECORD_KEY, SERVICE_KEY
+from mock_server.http.keys import BOARD_KEY, PRINCIPAL_KEY, RECORD_KEY, SERVICE_KEY
 from mock_server.http.middleware import fault_gate, note_submitted
+from mock_server.http.status_board import CUSTOM_LOSS_HEADER, parse_custom_loss
 from mock_server.http.status_page import status_page
 from mock_server.service import MalformedRequest, TinkerService
 from mock_server.service.auth import Principal
 from mock_server.service.fingerprint import fingerprint
 from mock_server.service.records import forward_backward_summary
-from mock_server.service.requests import MalformedOp
+from mock_server.service.requests import ForwardBackward, MalformedOp
 from mock_server.service.results import SubmittedFuture
-from tinker_ref.codec import (
-    CodecError,
-    ForwardBackwardRequest,
-    decode_forward_backward_request,
-    peek_fields,
-)
+from tinker_ref.codec import peek_fields
 
 API = "/api/v1"
 T = TypeVar("T")
@@ -203,12 +199,11 @@ async def _forward_backward(request: web.Request, forward_only_endpoint: bool) -
     )
     raw = await read_body(request, config.max_body_bytes, config.max_decompressed_bytes)
     endpoint = "forward" if forward_only_endpoint else "forward_backward"
-    req: ForwardBackwardRequest
+    req: ForwardBackward
     if media == PROTOBUF:
         try:
-            req = decode_forward_backward_request(raw)
-        except CodecError as exc:
-            error = MalformedRequest(exc.message, exc.field)
+            req = parse.forward_backward_proto(raw)
+        except MalformedRequest as error:
             peeked = peek_fields(raw, strings=1, integers=2)  # model_id = 1, seq_id = 2
             digest = hashlib.sha256(raw).hexdigest()
             await _refuse_malformed(request, endpoint, peeked, digest, error)
@@ -224,11 +219,18 @@ async def _forward_backward(request: web.Request, forward_only_endpoint: bool) -
     record.body = forward_backward_summary(
         req, len(raw), request.headers.get("Content-Encoding"), config.record_tensors
     )
+    # A custom-loss backward may carry the client's loss for the status page (status_board).
+    try:
+        custom_loss = parse_custom_loss(request.headers.get(CUSTOM_LOSS_HEADER))
+    except MalformedRequest as error:
+        digest = hashlib.sha256(raw).hexdigest()
+        await _refuse_malformed(request, endpoint, (req.model_id, req.seq_id), digest, error)
+    if custom_loss is not None:
+        record.extra["custom_loss"] = custom_loss
     await fault_gate(request, seq_id=req.seq_id)
-    # The JSON-era /forward of SDK 0.15 carries the caller's full datums (custom-loss forward).
-    submitted = await service.training.forward_backward(
-        _principal(request), req, ignore_unused_inputs=forward_only_endpoint
-    )
+    submitted = await service.training.forward_backward(_principal(request), req)
+    if custom_loss is not None:
+        request.app[BOARD_KEY].note_custom_loss(req.model_id, req.seq_id, custom_loss)
     return _submitted_op(request, submitted)
 
 
@@ -326,6 +328,7 @@ async def retrieve_future(request: web.Request) -> web.Response:
     if not record.finished:
         # Only after a long-poll: the SDK re-polls try_again with no delay (spec FUT-2).
         return _json(encode.try_again_json(request_id))
+    request.app[BOARD_KEY].note_outcome(request_id, record.failure, record.result)
     if record.failure is not None:
         service.mark_retrieved(record)
         return _json(encode.failure_json(record.failure))

@@ -3,11 +3,15 @@
 Front ends (HTTP in `mock_server.http`, gRPC in `mock_server.grpc`, one service behind both)
 decode a request into a typed value from `requests`, call `TinkerService`, and encode the typed
 result from `results`; errors are the `errors` tree. Modules: `config` (ServerConfig),
-`service` (the facade), `training_ops` / `sampling_ops` (the operations), `sequencer` (seq_id
-ordering and dedupe), `futures` (the future store and long-poll), `state` (sessions, models,
-samplers, losses), `checkpoints` (addresses and on-disk layout), `auth` (API keys, JWTs), `ids`
-(deterministic identifiers), `records` (what the server received, for tests), `convert` /
-`fingerprint` / `validation` (helpers). Nothing here imports a web framework.
+`service` (the facade: `TinkerService`, `.training`, `.sampling`), `operation` (what every
+state-changing call is: an `Operation` value with validate / run / finish), `admission` (the
+kinds of op: how one is deduplicated, ordered and answered), the operations themselves
+(`training_ops`, `creation_ops`, `session_ops`, `sampling_ops`), `journal` (crash safety: the
+submitted ops, replayed on start), `sequencer` (seq_id ordering and dedupe), `futures` (the
+future store and long-poll), `state` (sessions, models, samplers, losses), `checkpoints`
+(addresses and on-disk layout), `auth` (API keys, JWTs), `ids` (deterministic identifiers),
+`records` (what the server received, for tests), `convert` / `fingerprint` / `validation`
+(helpers). Nothing here imports a web framework or a wire codec.
 """
 
 from mock_server.service.config import ConfigError, ServerConfig

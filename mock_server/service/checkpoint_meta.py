@@ -7,7 +7,9 @@ a delete removes it with the directory. A checkpoint without a sidecar (saved by
 reads as created at its files' time, never expiring, private, without metadata.
 
 Times are wall-clock seconds (UTC): they are what the REST API reports, never an input to
-training, so they do not affect determinism.
+training, so they do not affect determinism. A journal replay runs a save again, so its
+`created_at` (and a TTL given with the save) count from the replay; a TTL set later
+(`PUT .../ttl`) and a copy carry the time of their call (rest_ops.py) and keep it.
 """
 
 from __future__ import annotations

@@ -75,6 +75,11 @@ class CheckpointStore:
         if self._replayed is not None:
             self._replayed.add(directory)
 
+    def removed(self, directory: Path) -> None:
+        """A checkpoint was deleted (rest_ops.py): a later save of that name is new."""
+        if self._replayed is not None:
+            self._replayed.discard(directory)
+
     def begin_replay(self) -> None:
         self._replayed = set()
 

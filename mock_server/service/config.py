@@ -69,6 +69,9 @@ class ServerConfig:
     dedupe_window: int = 4096  # per model: how many consumed seq_ids are remembered for retries
     # A session with no heartbeat and no use for this long expires; its models are freed.
     session_idle_seconds: float = 3600.0
+    # ... for this long, its client looks gone (the SDKs heartbeat every 10 s and poll their
+    # futures): its queued engine work is cancelled so it cannot hold others up (expiry.py).
+    session_abandon_seconds: float = 60.0
     # Ops without an outcome, server-wide; past it new ops answer 429 + Retry-After (bounded
     # queues), except a model's next seq_id, which can always run and may unblock others.
     max_pending_ops: int = 4096
@@ -76,7 +79,9 @@ class ServerConfig:
     max_decompressed_bytes: int = 256 * 1024 * 1024  # cap after zstd decompression (413 above)
     # Results larger than this are announced with `complete_metadata` first (when allowed).
     metadata_threshold_bytes: int = 4 * 1024 * 1024
-    worker_threads: int = 4  # engine thread pool; one model's ops never overlap regardless
+    # Engine workers (service/pool.py); None: one per CPU this process may use. More workers than
+    # cores only contend; one model's ops never overlap regardless.
+    worker_threads: int | None = None
     jwt_ttl_seconds: int = 3600  # lifetime of tokens from /auth/token (pjwt_auth_enabled)
     max_request_records: int = 10_000  # request records kept for tests / conformance (FIFO)
     # Keep forward/backward token ids and loss_fn_inputs *values* in the request record (tests
@@ -109,12 +114,13 @@ class ServerConfig:
             "result_ttl_seconds",
             "seq_gap_timeout_seconds",
             "session_idle_seconds",
+            "session_abandon_seconds",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.journal and self.data_dir is None:
             raise ConfigError("journal needs a data_dir to keep it in")
-        if self.worker_threads < 1:
+        if self.worker_threads is not None and self.worker_threads < 1:
             raise ConfigError(f"worker_threads must be >= 1, got {self.worker_threads}")
 
     def client_config(self) -> dict[str, Any]:

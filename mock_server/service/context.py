@@ -1,47 +1,45 @@
 """`ServiceContext`: the shared parts every operation of the service works with.
 
 One per server: configuration, the engine, the thread pool engine work runs in, the id minter,
-the future store, the sequencer, the registry, the checkpoint store, the authenticator and the
-request log. `run_model_op` is the single path by which a sequenced model op executes: engine
-work in the pool, its outcome recorded on the loop; `fail_future` maps an exception onto a
-failed future with the right category (`user` for bad input, `server` for the mock's faults).
+the future store, the sequencer, the registry, the checkpoint store, the authenticator, the
+request log, and the tasks of ops that run beside everything else (samples: `spawn`, `drain`).
+`fail_future` maps an exception onto a failed future with the right category (`user` for bad
+input, `server` for the mock's faults). Operations (`operation.py`) run through these parts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from concurrent.futures import Executor
-from dataclasses import dataclass
-from typing import TypeVar
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from mock_server.engine import CheckpointError, Engine, InvalidInputError
 from mock_server.service.auth import Authenticator, Principal
 from mock_server.service.checkpoints import CheckpointStore
 from mock_server.service.config import ServerConfig
-from mock_server.service.errors import Overloaded, ServiceError
+from mock_server.service.errors import Gone, Overloaded, ServiceError
 from mock_server.service.futures import FutureStore
 from mock_server.service.ids import IdMinter
+from mock_server.service.pool import EnginePool
 from mock_server.service.records import RequestLog
 from mock_server.service.sequencer import Sequencer
 from mock_server.service.state import Registry
-from tinker_ref.codec.errors import CodecError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-R = TypeVar("R")
 
 
 def is_user_error(exc: BaseException) -> bool:
-    return isinstance(exc, (ServiceError, InvalidInputError, CheckpointError, CodecError))
+    return isinstance(exc, (ServiceError, InvalidInputError, CheckpointError))
 
 
 @dataclass(eq=False)
 class ServiceContext:
     config: ServerConfig
     engine: Engine
-    executor: Executor
+    pool: EnginePool
     ids: IdMinter
     futures: FutureStore
     sequencer: Sequencer
@@ -49,10 +47,12 @@ class ServiceContext:
     checkpoints: CheckpointStore
     auth: Authenticator
     records: RequestLog
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)  # spawned, not yet done
 
-    async def in_thread(self, fn: Callable[[], T]) -> T:
-        """Run blocking engine or disk work in the pool, off the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn)
+    async def in_thread(self, fn: Callable[[], T], session: str | None = None) -> T:
+        """Run blocking engine or disk work in the pool, off the event loop, in `session`'s
+        turn (sessions take turns: `pool.py`)."""
+        return await self.pool.run(fn, session)
 
     def admit(self, unblocks: bool = False) -> None:
         """Bounded queues: `Overloaded` (429) past `max_pending_ops`, unless the op `unblocks`
@@ -64,32 +64,54 @@ class ServiceContext:
                 f"{self.config.max_pending_ops}); retry after a second"
             )
 
-    def new_future(self, kind: str, principal: Principal) -> str:
+    def abandonment(self, session_id: str | None) -> ServiceError | None:
+        """Why an op of `session_id` must not run (its client looks gone: expiry.py), or None."""
+        session = self.registry.sessions.get(session_id) if session_id is not None else None
+        if session is None or not session.abandoned:
+            return None
+        return abandoned_error(session.session_id, self.config.session_abandon_seconds)
+
+    def new_future(self, kind: str, principal: Principal, session_id: str | None = None) -> str:
         request_id = self.ids.request_id()
-        self.futures.create(request_id, kind, principal.identity)
+        self.futures.create(request_id, kind, principal.identity, session_id)
         return request_id
 
-    def fail_future(self, request_id: str, exc: BaseException) -> None:
+    def fail_future(self, request_id: str, exc: BaseException) -> str:
+        """Fail the future with `exc`; returns the message it now holds."""
         if is_user_error(exc):
-            self.futures.fail(request_id, _describe(exc), "user")
+            message = _describe(exc)
+            self.futures.fail(request_id, message, "user")
         else:
             log.error("request %s failed", request_id, exc_info=exc)
-            self.futures.fail(request_id, f"internal error: {type(exc).__name__}: {exc}", "server")
+            message = f"internal error: {type(exc).__name__}: {exc}"
+            self.futures.fail(request_id, message, "server")
+        return message
 
-    async def run_op(
-        self,
-        request_id: str,
-        work: Callable[[], R],
-        finish: Callable[[R], object] | None = None,
-    ) -> None:
-        """Run `work` in the pool, then `finish(result)` on the loop; record the outcome."""
-        try:
-            value = await self.in_thread(work)
-            result = finish(value) if finish is not None else value
-        except Exception as exc:  # every outcome, good or bad, ends up in the future
-            self.fail_future(request_id, exc)
-        else:
-            self.futures.complete(request_id, result)
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` as a task of its own, beside everything else (ops that need no order)."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Wait until every spawned task is done (journal replay)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def cancel_spawned(self) -> None:
+        """Cancel the spawned tasks and wait for them (shutdown)."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def abandoned_error(session_id: str, seconds: float) -> Gone:
+    return Gone(
+        f"session {session_id!r} sent no heartbeat and no request for {seconds:g} s, so its "
+        "client looks gone; its queued work was cancelled",
+        "session_id",
+    )
 
 
 def _describe(exc: BaseException) -> str:

@@ -47,9 +47,15 @@ def _feed(digest: Any, value: object) -> None:
             _feed(digest, value[key])
     elif isinstance(value, (list, tuple)):
         if value and all(type(item) is int for item in value):
-            # Token lists: hash as one int64 array instead of item by item.
-            _feed(digest, np.asarray(value, dtype=np.int64))
-            return
+            # Token lists: hash as one int64 array instead of item by item (ints beyond int64,
+            # which no token list holds, are hashed item by item below).
+            try:
+                tokens = np.asarray(value, dtype=np.int64)
+            except OverflowError:
+                pass
+            else:
+                _feed(digest, tokens)
+                return
         digest.update(b"[%d;" % len(value))
         for item in value:
             _feed(digest, item)

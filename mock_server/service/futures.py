@@ -53,6 +53,7 @@ class FutureRecord:
     retrieved_at: float | None = None  # first time its outcome was handed out
     metadata_sent: bool = False  # `complete_metadata` goes out at most once per future
     cancel_requested: bool = False  # set by cancel_future; honoured before work starts
+    session_id: str | None = None  # the session whose op it is: polling it keeps that alive
     # Encoded payloads per wire format, filled by a front end so re-polls do not re-encode.
     wire_cache: dict[str, bytes] = field(default_factory=dict)
     event: asyncio.Event = field(default_factory=asyncio.Event)
@@ -81,9 +82,13 @@ class FutureStore:
     def __len__(self) -> int:
         return len(self._records)
 
-    def create(self, request_id: str, kind: str, owner: str | None) -> FutureRecord:
+    def create(
+        self, request_id: str, kind: str, owner: str | None, session_id: str | None = None
+    ) -> FutureRecord:
         self.sweep()
-        record = FutureRecord(request_id, kind, owner, created_at=self._clock())
+        record = FutureRecord(
+            request_id, kind, owner, created_at=self._clock(), session_id=session_id
+        )
         self.pending_count += 1
         if self._closing:
             record.event.set()

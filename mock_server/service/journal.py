@@ -4,9 +4,10 @@ Design. The engine is deterministic (same seed + same ops in the same per-model 
 bits), so the server's whole state — sessions, models, adapter weights, optimizer moments,
 seq_id positions, dedupe tables, samplers, uploaded losses and every future's outcome — is a
 function of the ops it accepted. With `ServerConfig.journal` (the CLI turns it on with
-`--data-dir`) every state-changing service call is appended to `<data_dir>/journal/ops.jsonl`
-and fsync'd *before its answer leaves the server*; on start the journal is read back and every
-call re-issued, in order, through the same service methods. So:
+`--data-dir`) every operation submitted to the service (`TinkerService.submit`, which every
+state-changing call goes through; `operation.py`) is appended to `<data_dir>/journal/ops.jsonl`
+as a value — its name and its request — and fsync'd *before its answer leaves the server*; on
+start the journal is read back and every recorded op accepted again, in order. So:
 
 * an op the client heard about (it holds a request_id) is on disk; after a SIGKILL it runs again
   and its future gets the same request_id (ids are minted from counters advanced by these same
@@ -20,12 +21,16 @@ were accepted before it (a load after the save it reads, a sample after the ephe
 save it samples). Each record keeps the call's outcome (the id it returned, or the error class);
 replay compares, and counts divergences (`Recovery.mismatches`, logged as errors).
 
-Records are `<sha256[:16]> <json>\\n`; values are tagged JSON (dataclasses of an allow-list of
-modules, tuples, numpy arrays as raw bytes, non-finite floats), never pickle. A torn last line
-(killed mid-append) is dropped; a damaged line before it stops the start with `JournalError`.
-Not journaled: reads, heartbeats, `cancel_future` (a replayed cancelled sample runs), gap-timeout
-abandonment (timer-driven). Checkpoint files are rewritten by the replayed saves (bit-identical).
-There are no snapshots: replay re-executes the whole history, O(ops) at start.
+Records are `<sha256[:16]> <json>\\n`, the json `{"op": name, "principal", "request",
+"outcome"}`; an op is rebuilt as `operation_named(name)(request)`, so replay imports nothing by
+name. Requests are tagged JSON (dataclasses of the service's request modules and of modules
+that define operations, tuples, numpy arrays as raw bytes, non-finite floats), never pickle. A
+torn last line (killed mid-append) is dropped; a damaged line before it stops the start with
+`JournalError`. Not journaled: reads, heartbeats, `cancel_future` (a replayed cancelled sample
+runs), gap-timeout abandonment (timer-driven), session expiry (idle time), a checkpoint's TTL
+running out (rest_queries.py deletes it when next looked at). Checkpoint files are
+rewritten by the replayed saves (bit-identical). There are no snapshots: replay re-executes the
+whole history, O(ops) at start.
 """
 
 from __future__ import annotations
@@ -33,7 +38,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import enum
-import functools
 import hashlib
 import importlib
 import json
@@ -41,47 +45,24 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from mock_server.service.auth import Principal
+from mock_server.service.context import ServiceContext
 from mock_server.service.errors import Overloaded, ServiceError
+from mock_server.service.operation import Operation, operation_modules, operation_named
 from mock_server.service.results import SessionInfo, SubmittedFuture
 
-if TYPE_CHECKING:
-    from mock_server.service.service import TinkerService
-
 log = logging.getLogger(__name__)
+A = TypeVar("A")
 
-# (attribute of the service holding the method, or "" for the service itself; method name).
-# Every call that mints an id or changes state; nothing else (see the module docstring).
-JOURNALED: tuple[tuple[str, str], ...] = (
-    ("", "create_session"),
-    ("", "finish_session"),
-    ("training", "create_model"),
-    ("training", "forward_backward"),
-    ("training", "optim_step"),
-    ("training", "save_weights"),
-    ("training", "save_weights_for_sampler"),
-    ("training", "load_weights"),
-    ("training", "create_custom_loss"),
-    ("training", "reject_malformed"),
-    ("sampling", "create_sampling_session"),
-    ("sampling", "sample"),
-    # REST changes (rest_queries.py): replayed after the saves they act on
-    ("training", "save_weights_external"),
-    ("rest", "delete_checkpoint"),
-    ("rest", "set_checkpoint_ttl"),
-    ("rest", "set_checkpoint_public"),
-    ("rest", "assign_session_project"),
-    ("rest", "copy_weights"),
-)
-# Only classes from these modules are rebuilt from a journal (no arbitrary imports).
-_TRUSTED_MODULES = ("mock_server.service.", "tinker_ref.types.", "tinker_ref.codec.")
+# Classes a journal may name: request types of the service and the values inside them. Modules
+# that define operations count too (`operation_modules`): an op's request lives beside it.
+_TRUSTED_MODULES = ("mock_server.service.", "tinker_ref.types.")
 JOURNAL_FILE = Path("journal") / "ops.jsonl"
 
 
@@ -162,16 +143,20 @@ def decode(value: Any) -> Any:
     raise JournalError(f"unknown journal value tag in {sorted(value)[:3]}")
 
 
+def _trusted(module_name: str) -> bool:
+    return module_name.startswith(_TRUSTED_MODULES) or module_name in operation_modules()
+
+
 def _class_name(cls: type) -> str:
     name = f"{cls.__module__}:{cls.__qualname__}"
-    if not cls.__module__.startswith(_TRUSTED_MODULES):
+    if not _trusted(cls.__module__):
         raise JournalError(f"cannot journal a {name} (not a request type)")
     return name
 
 
 def _trusted_class(name: str) -> Any:
     module_name, _, qualname = name.partition(":")
-    if not module_name.startswith(_TRUSTED_MODULES):
+    if not _trusted(module_name):
         raise JournalError(f"journal names an untrusted class {name!r}")
     target: Any = importlib.import_module(module_name)
     for part in qualname.split("."):
@@ -201,38 +186,33 @@ class Journal:
 
     # ----- writing -----
 
-    def install(self, service: TinkerService) -> None:
-        """Wrap every JOURNALED method of `service` so that accepted calls are appended."""
-        for owner_name, method_name in JOURNALED:
-            owner = getattr(service, owner_name) if owner_name else service
-            method = getattr(owner, method_name)
-            setattr(owner, method_name, self._journaled(f"{owner_name}.{method_name}", method))
-
-    def _journaled(
-        self, name: str, method: Callable[..., Awaitable[Any]]
-    ) -> Callable[..., Awaitable[Any]]:
-        @functools.wraps(method)
-        async def call(principal: Principal, *args: Any, **kwargs: Any) -> Any:
-            # Encoded first: a value the journal cannot hold is refused before it is accepted.
-            encoded = {"args": encode(list(args)), "kwargs": encode(kwargs)}
-            try:
-                result = await method(principal, *args, **kwargs)
-            except Overloaded:
-                raise  # refused before anything was accepted or consumed: nothing to replay
-            except ServiceError as error:
-                self._append(name, principal, encoded, {"error": type(error).__name__})
-                raise
-            answered = _outcome_id(result)
-            if answered is None or answered not in self._answered:
-                self._append(name, principal, encoded, {"ok": answered})
-            return result
-
-        return call
+    async def record(self, ctx: ServiceContext, principal: Principal, op: Operation[Any, A]) -> A:
+        """Accept `op` and append it with its outcome: accepted and rejected ops alike (a
+        rejection may consume a seq_id), not one refused for load (nothing happened) nor a retry
+        answered with an id already journaled (replaying the first call answers it)."""
+        # Encoded first: a value the journal cannot hold is refused before it is accepted.
+        request = encode(op.request)
+        try:
+            answer = await op.accept(ctx, principal)
+        except Overloaded:
+            raise  # refused before anything was accepted or consumed: nothing to replay
+        except ServiceError as error:
+            self._append(op, principal, request, {"error": type(error).__name__})
+            raise
+        answered = _outcome_id(answer)
+        if answered is None or answered not in self._answered:
+            self._append(op, principal, request, {"ok": answered})
+        return answer
 
     def _append(
-        self, name: str, principal: Principal, call: dict[str, Any], outcome: dict[str, Any]
+        self, op: Operation[Any, Any], principal: Principal, request: Any, outcome: dict[str, Any]
     ) -> None:
-        record = {"op": name, "principal": principal.identity, **call, "outcome": outcome}
+        record = {
+            "op": op.name,
+            "principal": principal.identity,
+            "request": request,
+            "outcome": outcome,
+        }
         text = json.dumps(record, separators=(",", ":"), allow_nan=False)
         line = f"{_checksum(text)} {text}\n".encode()
         fd = self._open()
@@ -261,28 +241,23 @@ class Journal:
 
     # ----- reading back -----
 
-    async def replay(
-        self, service: TinkerService, originals: dict[str, Callable[..., Awaitable[Any]]]
-    ) -> Recovery:
-        """Re-issue every journaled call through `originals` (the unwrapped methods, keyed as
-        in JOURNALED), waiting for the engine to go idle after each."""
+    async def replay(self, ctx: ServiceContext) -> Recovery:
+        """Accept every recorded op again, in order (not appending it again), waiting for the
+        engine to go idle after each."""
         self._remove_staging_leftovers()
         lines, torn = self._read_lines()
         mismatches = 0
-        service.ctx.checkpoints.begin_replay()
+        ctx.checkpoints.begin_replay()
         try:
             for index, record in enumerate(lines):
-                method = originals.get(record["op"])
-                if method is None:
-                    raise JournalError(f"{self.path}: record {index}: unknown op {record['op']!r}")
-                args, kwargs = decode(record["args"]), decode(record["kwargs"])
+                op = self._operation(index, record)
                 try:
-                    result = await method(Principal(record["principal"]), *args, **kwargs)
-                    outcome: dict[str, Any] = {"ok": _outcome_id(result)}
+                    answer = await op.accept(ctx, Principal(record["principal"]))
+                    outcome: dict[str, Any] = {"ok": _outcome_id(answer)}
                 except ServiceError as error:
                     outcome = {"error": type(error).__name__}
-                await service.ctx.sequencer.drain()
-                await service.sampling.drain()
+                await ctx.sequencer.drain()
+                await ctx.drain()
                 if outcome != record["outcome"]:
                     mismatches += 1
                     log.error(
@@ -295,10 +270,20 @@ class Journal:
                 if outcome.get("ok") is not None:
                     self._answered.add(outcome["ok"])
         finally:
-            service.ctx.checkpoints.end_replay()
+            ctx.checkpoints.end_replay()
         self._records = len(lines)
         log.info("journal: replayed %d ops, %d diverged", len(lines), mismatches)
         return Recovery(len(lines), mismatches, torn)
+
+    def _operation(self, index: int, record: dict[str, Any]) -> Operation[Any, Any]:
+        """The op a record holds, rebuilt from its registered name and its request."""
+        cls = operation_named(record.get("op", ""))
+        if cls is None or "request" not in record:
+            raise JournalError(
+                f"{self.path}: record {index}: unknown op {record.get('op')!r} (a journal of "
+                "another server version? move it away to start empty)"
+            )
+        return cls(decode(record["request"]))
 
     def _read_lines(self) -> tuple[list[dict[str, Any]], bool]:
         if not self.path.exists():
@@ -346,15 +331,6 @@ def read_journal(data_dir: Path) -> list[dict[str, Any]]:
         if record is not None:
             records.append(record)
     return records
-
-
-def originals_of(service: TinkerService) -> dict[str, Callable[..., Awaitable[Any]]]:
-    """The unwrapped JOURNALED methods (call before `Journal.install`)."""
-    methods = {}
-    for owner_name, method_name in JOURNALED:
-        owner = getattr(service, owner_name) if owner_name else service
-        methods[f"{owner_name}.{method_name}"] = getattr(owner, method_name)
-    return methods
 
 
 def _checksum(text: str) -> str:

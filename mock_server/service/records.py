@@ -8,6 +8,7 @@ returned values. Credentials are never recorded. Bounded FIFO (`ServerConfig.max
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import deque
@@ -15,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tinker_ref.codec import ForwardBackwardRequest
+from mock_server.service.requests import ForwardBackward
 from tinker_ref.types import Datum
 
 # Lower-cased header names worth keeping (never X-API-Key or other credentials).
@@ -50,6 +51,7 @@ class RequestRecord:
     request_id: str | None = None  # the future it created or retrieved, if any
     status: int | None = None  # the status answered
     error: str | None = None  # the error detail answered, if any
+    error_field: str | None = None  # the field that detail names, if any (logged, not in to_json)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -91,19 +93,24 @@ class RequestLog:
 
     def finish(self, record: RequestRecord) -> None:
         """Log one structured line for an answered request (logger `tinker_mock.requests`, INFO):
-        method, endpoint, model, seq_id, status, milliseconds since it arrived."""
+        method, endpoint, model, seq_id, status, milliseconds since it arrived, and for an error
+        answer the detail (JSON-quoted) and the field it names, as the client receives them."""
         if not request_log.isEnabledFor(logging.INFO):
             return
         body = record.body if isinstance(record.body, dict) else {}
         model = body.get("model_id") or body.get("session_id") or "-"
+        error = ""
+        if record.error is not None:
+            error = f" detail={json.dumps(record.error)} field={record.error_field or '-'}"
         request_log.info(
-            "%s %s model=%s seq_id=%s status=%s ms=%.1f",
+            "%s %s model=%s seq_id=%s status=%s ms=%.1f%s",
             record.method,
             record.endpoint,
             model,
             "-" if record.seq_id is None else record.seq_id,
             "-" if record.status is None else record.status,
             (time.time() - record.received_at) * 1000,
+            error,
         )
 
     def records(self, case: str | None = None) -> list[RequestRecord]:
@@ -115,7 +122,7 @@ class RequestLog:
 
 
 def forward_backward_summary(
-    req: ForwardBackwardRequest, body_bytes: int, encoding: str | None, values: bool
+    req: ForwardBackward, body_bytes: int, encoding: str | None, values: bool
 ) -> dict[str, Any]:
     """What the request record keeps of a forward/backward body (either front end): its shape,
     and its data only when the server records tensors (`ServerConfig.record_tensors`)."""

@@ -1,8 +1,8 @@
 """Typed requests of the service: one frozen dataclass per operation, transport-neutral.
 
 Front ends decode their wire form (JSON, protobuf, gRPC messages) into these and never pass raw
-bodies on. The forward/backward request is `tinker_ref.codec.ForwardBackwardRequest`, shared with
-the client's codec. Field names follow the wire so error paths (spec WIRE-13) read the same.
+bodies or codec types on; values inside are `tinker_ref.types` (datums, tensors), which the client
+shares. Field names follow the wire so error paths (spec WIRE-13) read the same.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tinker_ref.types import TensorData
+from tinker_ref.types import Datum, TensorData
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,13 @@ class CreateSession:
     sdk_version: str | None = None
     project_id: str | None = None
     display_name: str | None = None
+
+
+@dataclass(frozen=True)
+class FinishSession:
+    session_id: str
+    reason: str | None = None  # "success", "errored" or "interrupted" (SDK 0.38's close)
+    detail: str | None = None  # the client's note on the outcome
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,21 @@ class CreateModel:
     lora: LoraSpec = LoraSpec()
     optimizer_type: str = "adamw"
     user_metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ForwardBackward:
+    """`forward_backward` (or, with `forward_only`, `forward`): datums through a loss."""
+
+    model_id: str
+    seq_id: int
+    data: tuple[Datum, ...]
+    loss_fn: str  # a built-in loss, or "custom" (an uploaded loss named by loss_fn_config)
+    loss_fn_config: dict[str, float | str]
+    forward_only: bool
+    # Drop loss inputs the loss does not read instead of refusing them: the JSON-era `/forward`
+    # of SDK 0.15 (its custom-loss forward) sends the caller's datums unchanged.
+    ignore_unused_inputs: bool = False
 
 
 @dataclass(frozen=True)
@@ -173,3 +195,42 @@ class MalformedOp:
     body_digest: str  # sha256 of what the client sent: a retry of the same bytes is recognised
     message: str  # the MalformedRequest it gets (and every retry of it gets again)
     field: str | None
+
+
+# ----- the REST API's changes (rest_ops.py); its reads take no request object -----
+
+
+@dataclass(frozen=True)
+class DeleteCheckpoint:
+    training_run_id: str
+    checkpoint_id: str  # "<kind>/<name>", e.g. "weights/step-10"
+
+
+@dataclass(frozen=True)
+class SetCheckpointTtl:
+    training_run_id: str
+    checkpoint_id: str
+    ttl_seconds: int | None  # None: never expires
+    # Wall-clock seconds when the call arrived: the expiry counts from here, also on replay.
+    requested_at: float
+
+
+@dataclass(frozen=True)
+class SetCheckpointPublic:
+    training_run_id: str
+    checkpoint_id: str
+    public: bool
+
+
+@dataclass(frozen=True)
+class AssignSessionProject:
+    session_id: str
+    project_id: str
+
+
+@dataclass(frozen=True)
+class CopyWeights:
+    source_path: str  # tinker://<run>/<kind>/<name>
+    destination_project_id: str | None
+    ttl_seconds: int | None
+    requested_at: float  # wall-clock seconds when the call arrived (the copy's created_at)

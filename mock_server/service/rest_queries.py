@@ -1,17 +1,19 @@
-"""The REST side of the API: training runs, checkpoints, sessions, TTL, publish, copies.
+"""The REST side of the API, its reads: training runs, checkpoints, sessions.
 
-What `tinker.RestClient` reads and changes outside the training queues (no seq_ids, no futures):
+What `tinker.RestClient` reads outside the training queues (no seq_ids, no futures):
 `GET training_runs[/{id}]`, `GET training_runs/{id}/checkpoints`, `GET checkpoints`,
-`DELETE training_runs/{id}/checkpoints/{kind}/{name}`, `PUT .../ttl`, `POST|DELETE .../publish`,
-`GET sessions[/{id}]`, `PUT sessions/{id}/project`, `POST sessions/search`, `POST copy_weights`,
-and the admin reads (audit log, billing), which the mock answers empty: it bills nothing.
+`GET .../external_weights_urls`, `GET sessions[/{id}]`, `POST sessions/search`, and the admin
+reads (audit log, billing), which the mock answers empty: it bills nothing. Its changes (delete,
+TTL, publish, a session's project, `copy_weights`) are operations (`rest_ops.py`), submitted and
+journaled like every other change; they find their checkpoint with `find_checkpoint` here.
 
 A training run is a model of the registry *or* a model directory on disk (a run of an earlier
 server process, or a copy made by `copy_weights`), so a resumed script can read the run behind
 a checkpoint path after the server restarted (`--data-dir`). Checkpoints are listed from disk
 with their sidecar (`checkpoint_meta.py`); one whose TTL has passed is deleted when a REST call
-next looks at it. Ownership follows the registry: in api-keys mode another key's run, checkpoint
-or session answers 404 like one that never existed (spec WIRE-2).
+next looks at it (time-driven, like a session's expiry, so not journaled: a replayed save of it
+is deleted again when next looked at). Ownership follows the registry: in api-keys mode another
+key's run, checkpoint or session answers 404 like one that never existed (spec WIRE-2).
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ class RestQueries:
     def _run_dir(self, training_run_id: str) -> Path:
         return self._root / training_run_id.replace(":", "~")
 
-    def _checkpoint_dir(self, training_run_id: str, kind: str, name: str) -> Path:
+    def checkpoint_dir(self, training_run_id: str, kind: str, name: str) -> Path:
         return self._run_dir(training_run_id) / kind / name
 
     def _parse_checkpoint_id(self, checkpoint_id: str) -> tuple[str, str]:
@@ -173,12 +175,13 @@ class RestQueries:
         views.sort(key=lambda v: (-v.meta.created_at, v.tinker_path))
         return views[offset : offset + limit], Page(offset, limit, len(views))
 
-    def _checkpoint(
+    def find_checkpoint(
         self, principal: Principal, training_run_id: str, checkpoint_id: str
     ) -> tuple[Path, CheckpointView]:
+        """The directory and view of a live checkpoint `principal` may read (NotFound else)."""
         self._owned_run(principal, training_run_id)
         kind, name = self._parse_checkpoint_id(checkpoint_id)
-        directory = self._checkpoint_dir(training_run_id, kind, name)
+        directory = self.checkpoint_dir(training_run_id, kind, name)
         if not (directory / "metadata.json").exists():
             raise NotFound(
                 f"no checkpoint tinker://{training_run_id}/{kind}/{name}", "checkpoint_id"
@@ -191,39 +194,10 @@ class RestQueries:
             )
         return directory, CheckpointView(training_run_id, kind, name, meta)
 
-    async def delete_checkpoint(
-        self, principal: Principal, training_run_id: str, checkpoint_id: str
-    ) -> None:
-        directory, _ = self._checkpoint(principal, training_run_id, checkpoint_id)
-        await self._ctx.in_thread(lambda: shutil.rmtree(directory))
-
-    async def set_checkpoint_ttl(
-        self, principal: Principal, training_run_id: str, checkpoint_id: str, ttl: int | None
-    ) -> None:
-        """Expire `ttl` seconds from now (None: never), as the hosted service counts it."""
-        if ttl is not None and not (
-            checkpoint_meta.MIN_TTL_SECONDS <= ttl <= checkpoint_meta.MAX_TTL_SECONDS
-        ):
-            raise InvalidArgument(
-                f"must be between {checkpoint_meta.MIN_TTL_SECONDS} (1 hour) and "
-                f"{checkpoint_meta.MAX_TTL_SECONDS} (10 years) seconds, or null; got {ttl}",
-                "ttl_seconds",
-            )
-        directory, _ = self._checkpoint(principal, training_run_id, checkpoint_id)
-        checkpoint_meta.update(directory, expires_at=checkpoint_meta.expiry(time.time(), ttl))
-
-    async def set_checkpoint_public(
-        self, principal: Principal, training_run_id: str, checkpoint_id: str, public: bool
-    ) -> None:
-        directory, view = self._checkpoint(principal, training_run_id, checkpoint_id)
-        if public and view.kind == "external_weights":
-            raise InvalidArgument("external weights cannot be published", "checkpoint_id")
-        checkpoint_meta.update(directory, public=public)
-
     def external_weights_files(
         self, principal: Principal, training_run_id: str, checkpoint_id: str
     ) -> tuple[Path, list[str]]:
-        directory, view = self._checkpoint(principal, training_run_id, checkpoint_id)
+        directory, view = self.find_checkpoint(principal, training_run_id, checkpoint_id)
         if view.kind != "external_weights":
             raise InvalidArgument(
                 f"{view.tinker_path} is not an external weights checkpoint", "checkpoint_id"
@@ -240,7 +214,7 @@ class RestQueries:
         URL needs none); NotFound unless it is a file of an existing export."""
         self._check_run_id(training_run_id)
         check_name(name, "name")
-        directory = self._checkpoint_dir(training_run_id, "external_weights", name)
+        directory = self.checkpoint_dir(training_run_id, "external_weights", name)
         path = directory / file_name
         if (
             "/" in file_name
@@ -298,7 +272,7 @@ class RestQueries:
             raise NotFound(f"no training run {training_run_id!r}", "training_run_id")
         try:  # a run known from its checkpoints only: read its base model from one of them
             checkpoint = load_checkpoint(
-                self._checkpoint_dir(training_run_id, views[-1].kind, views[-1].name),
+                self.checkpoint_dir(training_run_id, views[-1].kind, views[-1].name),
                 with_optimizer=False,
             )
         except CheckpointError as exc:
@@ -364,13 +338,6 @@ class RestQueries:
         _page(limit, offset)
         return [s.session_id for s in self._sessions(principal)][offset : offset + limit]
 
-    async def assign_session_project(
-        self, principal: Principal, session_id: str, project_id: str
-    ) -> None:
-        if not project_id:
-            raise InvalidArgument("must not be empty", "project_id")
-        self._ctx.registry.session(principal, session_id).project_id = project_id
-
     def search_sessions(
         self,
         principal: Principal,
@@ -409,62 +376,6 @@ class RestQueries:
         page = matches[:limit]
         next_cursor = (page[-1].created_at, page[-1].session_id) if len(matches) > limit else None
         return [self.session(principal, s.session_id) for s in page], next_cursor
-
-    # ----- copies -----
-
-    async def copy_weights(
-        self,
-        principal: Principal,
-        source_path: str,
-        destination_project_id: str | None,
-        ttl_seconds: int | None,
-    ) -> str:
-        """Copy a checkpoint into a new training run of a new (finished) session: the copy
-        keeps its kind and cannot be trained on. Answers the copy's tinker path."""
-        if not source_path.startswith("tinker://"):
-            raise InvalidArgument(
-                f"expected tinker://<run>/<kind>/<name>, got {source_path!r}", "source_path"
-            )
-        parts = source_path.removeprefix("tinker://").split("/")
-        if len(parts) != 3:
-            raise InvalidArgument(
-                f"expected tinker://<run>/<kind>/<name>, got {source_path!r}", "source_path"
-            )
-        run_id, kind, name = parts
-        if ttl_seconds is not None and not (
-            checkpoint_meta.MIN_TTL_SECONDS <= ttl_seconds <= checkpoint_meta.MAX_TTL_SECONDS
-        ):
-            raise InvalidArgument(
-                f"must be between {checkpoint_meta.MIN_TTL_SECONDS} and "
-                f"{checkpoint_meta.MAX_TTL_SECONDS} seconds, or null; got {ttl_seconds}",
-                "ttl_seconds",
-            )
-        source, view = self._checkpoint(principal, run_id, f"{kind}/{name}")
-        session_id = self._ctx.ids.session_id()
-        session = Session(session_id, principal.identity, (), {}, None)
-        session.project_id = destination_project_id
-        session.finished = True  # holds the copy only: nothing trains in it
-        session.finish_reason = "success"
-        self._ctx.registry.sessions[session_id] = session
-        copy_run = ids.model_id(session_id, 0)
-        target = self._checkpoint_dir(copy_run, kind, name)
-
-        def copy() -> None:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copytree(source, target)
-            now = time.time()
-            checkpoint_meta.write(
-                target,
-                CheckpointMeta(
-                    now,
-                    checkpoint_meta.expiry(now, ttl_seconds),
-                    False,
-                    view.meta.user_metadata,
-                ),
-            )
-
-        await self._ctx.in_thread(copy)
-        return f"tinker://{copy_run}/{kind}/{name}"
 
 
 def session_status(session: Session) -> str:

@@ -14,7 +14,8 @@ first chunk *last* (spec CL-12, SEQ-3). A `Lane` per model therefore
 * fails buffered ops with a clear `Gone` error when a gap is not filled within
   `gap_timeout_seconds` (never a silent hang); a late arrival of an abandoned seq_id is `Gone`.
 
-What an op does is opaque here: `run` executes it and records its outcome, `fail` records a
+What an op does is opaque here: a lane queues `Queued` values (`operation.Job`: an accepted op
+and its future), whose `run` executes the op and records its outcome and whose `fail` records a
 failure without running it. Runs on the event loop thread only.
 """
 
@@ -22,15 +23,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from mock_server.service.errors import Conflict, Gone, ServiceError
 
 log = logging.getLogger(__name__)
 
-RunOp = Callable[[], Awaitable[None]]  # executes the op and records its outcome
-FailOp = Callable[[ServiceError], None]  # records a failure without running the op
+
+class Queued(Protocol):
+    """An accepted op, as a lane queues it."""
+
+    @property
+    def request_id(self) -> str: ...
+
+    async def run(self) -> None:
+        """Execute the op and record its outcome (in its future)."""
+
+    def fail(self, error: ServiceError) -> None:
+        """Record `error` as the op's outcome without running it."""
 
 
 @dataclass(frozen=True)
@@ -41,18 +52,11 @@ class _Seen:
     abandoned: bool = False  # given up after a gap timeout
 
 
-@dataclass(frozen=True)
-class _Queued:
-    request_id: str
-    run: RunOp
-    fail: FailOp
-
-
 @dataclass(eq=False)
 class Lane:
     key: str  # the model id
     next_seq: int  # the seq_id that runs next
-    buffered: dict[int, _Queued | None] = field(default_factory=dict)  # None = rejected slot
+    buffered: dict[int, Queued | None] = field(default_factory=dict)  # None = rejected slot
     seen: dict[int, _Seen] = field(default_factory=dict)
     running: bool = False
     closed: bool = False
@@ -121,13 +125,11 @@ class Sequencer:
         lane.buffered[seq_id] = None
         self._schedule(lane)
 
-    def enqueue(
-        self, key: str, seq_id: int, fingerprint: str, request_id: str, run: RunOp, fail: FailOp
-    ) -> None:
+    def enqueue(self, key: str, seq_id: int, fingerprint: str, op: Queued) -> None:
         """Queue a new op (after `check` returned None); it runs once all earlier ids are done."""
         lane = self._lanes[key]
-        self._remember(lane, seq_id, _Seen(fingerprint, request_id))
-        lane.buffered[seq_id] = _Queued(request_id, run, fail)
+        self._remember(lane, seq_id, _Seen(fingerprint, op.request_id))
+        lane.buffered[seq_id] = op
         self._schedule(lane)
 
     def _remember(self, lane: Lane, seq_id: int, seen: _Seen) -> None:

@@ -45,12 +45,18 @@ class Session:
     loss_claims: dict[int, Claim] = field(default_factory=dict)
     last_seen: float = field(default_factory=time.monotonic)  # heartbeat or use (expiry.py)
     expired: bool = False  # dropped for idleness: its models are gone, heartbeats get 410
+    # Its client looks gone (expiry.py): queued work is cancelled until it is seen again.
+    abandoned: bool = False
     # What the REST API reports about a session (rest_queries.py).
     project_id: str | None = None
     display_name: str | None = None
     created_at: float = field(default_factory=time.time)  # wall clock, seconds since the epoch
     finish_reason: str | None = None  # "success", "errored" or "interrupted", once finished
     finish_detail: str | None = None
+
+    def seen(self) -> None:
+        self.last_seen = time.monotonic()
+        self.abandoned = False
 
 
 @dataclass(frozen=True)
@@ -115,7 +121,7 @@ class CustomLoss:
     session_id: str
     owner: str
     name: str
-    compiled: Any  # mock_server.custom_loss.CompiledCustomLoss
+    compiled: Any  # mock_server.engine.custom_loss.CompiledCustomLoss
 
 
 class Registry:
@@ -137,7 +143,7 @@ class Registry:
         if session is None:
             raise NotFound(f"no session {session_id!r}", field_name)
         self._owned(principal, session.owner, f"session {session_id!r}", field_name)
-        session.last_seen = time.monotonic()
+        session.seen()
         return session
 
     def model(self, principal: Principal, model_id: str, field_name: str = "model_id") -> Model:
@@ -145,9 +151,7 @@ class Registry:
         if model is None:
             raise NotFound(f"no model {model_id!r}", field_name)
         self._owned(principal, model.owner, f"model {model_id!r}", field_name)
-        owner_session = self.sessions.get(model.session_id)
-        if owner_session is not None:
-            owner_session.last_seen = time.monotonic()
+        self.touch(model.session_id)
         return model
 
     def sampler(
@@ -157,7 +161,15 @@ class Registry:
         if sampler is None:
             raise NotFound(f"no sampling session {sampler_id!r}", field_name)
         self._owned(principal, sampler.owner, f"sampling session {sampler_id!r}", field_name)
+        self.touch(sampler.session_id)
         return sampler
+
+    def touch(self, session_id: str | None) -> None:
+        """The session's client was heard from (a call naming it, its models, samplers or
+        futures): it is alive (expiry.py)."""
+        session = self.sessions.get(session_id) if session_id is not None else None
+        if session is not None:
+            session.seen()
 
     def loss(self, principal: Principal, loss_id: str, field_name: str) -> CustomLoss:
         loss = self.losses.get(loss_id)

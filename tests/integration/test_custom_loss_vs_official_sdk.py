@@ -3,7 +3,7 @@
 `tests/support/official_custom_loss_driver.py` runs in the cached `tinker==0.38.0` venv: it
 traces realistic losses with the SDK's tracer, encodes them exactly as `create_custom_loss`
 POSTs them, and runs them client-side (`run_loss_handle`) on the inputs we send. Here we
-compile the same request with `mock_server.custom_loss` and run it datum by datum the way the
+compile the same request with `mock_server.engine.custom_loss` and run it datum by datum the way the
 engine does (`forward_backward_per_datum`: losses summed left to right from zero, metrics summed
 as floats, ":mean" divided by the datum count). Both sides make the same float32 torch calls in
 the same order, so loss, metrics and dLoss/dlogprobs must agree bit for bit (compared as hex).
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import torch
 
-from mock_server.custom_loss import CompiledCustomLoss, CustomLossError, compile_custom_loss
+from mock_server.engine.custom_loss import CompiledCustomLoss, CustomLossError, compile_custom_loss
 
 pytestmark = [pytest.mark.spec("LOSS-15"), pytest.mark.sdk]
 

@@ -31,8 +31,8 @@ from tinker_ref import codec, errors
 from tinker_ref._proto.tinker_ref.training.v1 import training_pb2 as pb
 from tinker_ref._proto.tinker_ref.training.v1.training_pb2_grpc import TrainingServiceStub
 from tinker_ref.futures import EventLoopThread
+from tinker_ref.retry import RetryConfig
 from tinker_ref.transport.grpc import GrpcTransport
-from tinker_ref.transport.http import RetryPolicy
 from tinker_ref.types import AdamParams, Datum, ModelInput
 
 MODEL = "tinker-ref/tiny-bytes"
@@ -355,7 +355,7 @@ def test_retrieve_future_long_polls_within_the_callers_deadline(api: Api) -> Non
 def test_a_call_past_its_deadline_raises_the_client_timeout_error(
     mock: EmbeddedServer, loop: EventLoopThread
 ) -> None:
-    transport = GrpcTransport(mock.grpc_target, OWNER, RetryPolicy(max_retries=0), timeout=0.3)
+    transport = GrpcTransport(mock.grpc_target, OWNER, RetryConfig(max_retries=0), timeout=0.3)
     loop.run(transport.get_server_capabilities())  # connected and answering
     # Hold the server's event loop for longer than the deadline.
     mock.loop.call_soon_threadsafe(time.sleep, 1.0)
@@ -382,7 +382,7 @@ def test_an_unexpected_server_fault_is_internal_and_retried_like_an_http_500(
         assert "RuntimeError: disk on fire" in failure.detail
         endpoint = f"/{SERVICE_NAME}/SaveWeights"
         attempts = api.records(endpoint)
-        retry = RetryPolicy(max_retries=2, initial_backoff=0.01)
+        retry = RetryConfig(max_retries=2, retry_delay_base=0.01)
         transport = GrpcTransport(mock.grpc_target, OWNER, retry)
         with pytest.raises(errors.InternalServerError):
             loop.run(transport.save_weights("any", 1, "x", None))
@@ -396,7 +396,7 @@ def test_no_server_is_a_connection_error(loop: EventLoopThread) -> None:
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         target = f"127.0.0.1:{unused.getsockname()[1]}"
-    transport = GrpcTransport(target, OWNER, RetryPolicy(max_retries=0), timeout=10)
+    transport = GrpcTransport(target, OWNER, RetryConfig(max_retries=0), timeout=10)
     with pytest.raises(errors.APIConnectionError) as raised:
         loop.run(transport.get_server_capabilities())
     assert not isinstance(raised.value, errors.APITimeoutError)

@@ -15,7 +15,8 @@ from tests.support.mock_process import running_mock_server
 
 REQUEST_LINE = re.compile(
     r"tinker_mock\.requests: (?P<method>\w+) (?P<endpoint>\S+) model=(?P<model>\S+) "
-    r"seq_id=(?P<seq>\S+) status=(?P<status>\d+) ms=(?P<ms>\d+\.\d)$",
+    r"seq_id=(?P<seq>\S+) status=(?P<status>\d+) ms=(?P<ms>\d+\.\d)"
+    r"(?: detail=(?P<detail>\".*\") field=(?P<field>\S+))?$",
     re.MULTILINE,
 )
 
@@ -56,3 +57,6 @@ def test_banner_and_one_line_per_request_on_stderr() -> None:
         "-",
         "404",
     )
+    # An error answer's line carries what the client is told: the detail and the field.
+    assert json.loads(info["detail"]) == "no model 'nope:train:0'"
+    assert info["field"] == "model_id"

@@ -84,7 +84,7 @@ class CrashableServer:
 
 def request_of(record: dict[str, Any]) -> dict[str, Any]:
     """The journaled request's fields (tagged JSON, service/journal.py) of a record."""
-    fields: dict[str, Any] = record["args"][0]["f"]
+    fields: dict[str, Any] = record["request"]["f"]
     return fields
 
 

@@ -6,7 +6,8 @@ a journaled request decodes to a value with the same fingerprint (so a retry aft
 recognised as the same op), a torn last line is dropped while a damaged earlier one stops the
 start, no class outside the request modules can be named by a journal, and after a restart a
 retried POST gets its original request_id, an old future its original result, and the model its
-weights, optimizer moments and seq_id position.
+weights, optimizer moments and seq_id position. An op the service has never heard of — defined
+here, listed nowhere — is journaled and replayed like any other, because it is submitted.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,23 +24,26 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mock_server.service import ServerConfig, TinkerService
+from mock_server.service import InvalidArgument, ServerConfig, TinkerService
+from mock_server.service.admission import ModelOp
 from mock_server.service.auth import Principal
+from mock_server.service.context import ServiceContext
 from mock_server.service.fingerprint import fingerprint
-from mock_server.service.journal import JOURNAL_FILE, JournalError, decode, encode
+from mock_server.service.journal import JOURNAL_FILE, JournalError, decode, encode, read_journal
 from mock_server.service.requests import (
     AdamStep,
     CreateModel,
     CreateSession,
+    ForwardBackward,
     LoraSpec,
     OptimStep,
     Sample,
     SampleParams,
     SaveWeightsForSampler,
 )
+from mock_server.service.state import require_training
 from tests.support.strategies import datums, loss_fn_configs
 from tinker_ref import types
-from tinker_ref.codec import ForwardBackwardRequest
 
 PRINCIPAL = Principal("key-journal-test")
 
@@ -63,16 +68,16 @@ def test_a_journaled_forward_backward_request_keeps_its_fingerprint(
     seq_id: int,
     forward_only: bool,
 ) -> None:
-    request = ForwardBackwardRequest(
+    request = ForwardBackward(
         "sess-0:train:0",
         seq_id,
-        data,
+        tuple(data),
         "cross_entropy",
         {**(config or {}), "x": special},
         forward_only,
     )
     restored = _round_trip(request)
-    assert type(restored) is ForwardBackwardRequest
+    assert type(restored) is ForwardBackward
     assert fingerprint(restored) == fingerprint(request)
 
 
@@ -137,7 +142,7 @@ async def _train(service: TinkerService) -> tuple[str, list[str]]:
             model_input=types.ModelInput.from_ints(tokens[:-1]),
             loss_fn_inputs={"target_tokens": tokens[1:], "weights": [1.0] * 9},
         )
-        fb = ForwardBackwardRequest(model_id, seq_id, [datum], "cross_entropy", {}, False)
+        fb = ForwardBackward(model_id, seq_id, (datum,), "cross_entropy", {}, False)
         request_ids.append((await service.training.forward_backward(PRINCIPAL, fb)).request_id)
         step_req = OptimStep(model_id, seq_id + 1, AdamStep(learning_rate=0.05))
         request_ids.append((await service.training.optim_step(PRINCIPAL, step_req)).request_id)
@@ -217,5 +222,79 @@ def test_a_torn_last_record_is_dropped_and_a_damaged_earlier_one_stops_the_start
         path.write_bytes(lines[0].replace(b"create_session", b"create_sessioN") + lines[1])
         with pytest.raises(JournalError, match="damaged"):
             await start()
+
+    asyncio.run(scenario())
+
+
+# ----- a new op, journaled because it is submitted -----
+
+
+@dataclass(frozen=True)
+class NudgeAdapters:
+    """Add `amount` to every adapter weight of a model (an op only this test knows)."""
+
+    model_id: str
+    seq_id: int
+    amount: float
+
+
+class NudgeAdaptersOp(ModelOp[NudgeAdapters]):
+    name = "test.nudge_adapters"
+    kind = "nudge_adapters"
+
+    def validate(self, ctx: ServiceContext, principal: Principal) -> None:
+        if not math.isfinite(self.request.amount):
+            raise InvalidArgument(f"must be finite, got {self.request.amount}", "amount")
+
+    def run(self, ctx: ServiceContext) -> str:
+        training = require_training(self.model)
+        with torch.no_grad():
+            for weight in training.adapter.values():
+                weight.add_(self.request.amount)
+        return "nudged"
+
+
+@pytest.mark.timeout(120)
+def test_a_new_state_changing_op_is_journaled_and_replayed_without_any_table_entry(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        first = TinkerService(_config(tmp_path))
+        await first.recover()
+        session = await first.create_session(PRINCIPAL, CreateSession())
+        created = await first.training.create_model(
+            PRINCIPAL,
+            CreateModel(session.session_id, 0, "tinker-ref/tiny-bytes", LoraSpec(rank=4, seed=3)),
+        )
+        model_id = created.model_id or ""
+        await first.retrieve(PRINCIPAL, created.request_id)
+        fresh = _state(first, model_id)
+        nudge = NudgeAdapters(model_id, 1, 0.25)
+        nudged = await first.submit(PRINCIPAL, NudgeAdaptersOp(nudge))
+        assert (await first.retrieve(PRINCIPAL, nudged.request_id)).result == "nudged"
+        with pytest.raises(InvalidArgument):  # rejected: it consumes seq_id 2, changes nothing
+            await first.submit(PRINCIPAL, NudgeAdaptersOp(NudgeAdapters(model_id, 2, math.nan)))
+        after = _state(first, model_id)
+        assert not any(torch.equal(fresh[name], after[name]) for name in after)
+        await first.close()
+
+        journaled = [r for r in read_journal(tmp_path) if r["op"] == "test.nudge_adapters"]
+        assert [r["outcome"] for r in journaled] == [
+            {"ok": nudged.request_id},
+            {"error": "InvalidArgument"},
+        ]
+
+        second = TinkerService(_config(tmp_path))
+        recovery = await second.recover()
+        assert recovery is not None and (recovery.records, recovery.mismatches) == (4, 0)
+        replayed = _state(second, model_id)
+        assert all(torch.equal(after[name], replayed[name]) for name in after)
+        assert second.ctx.sequencer.next_seq(model_id) == 3  # the rejection's seq_id stays used
+        assert (await second.retrieve(PRINCIPAL, nudged.request_id)).result == "nudged"
+        # A retry after the restart is the original op, not a second nudge.
+        retry = await second.submit(PRINCIPAL, NudgeAdaptersOp(nudge))
+        assert retry.request_id == nudged.request_id
+        assert all(torch.equal(after[name], v) for name, v in _state(second, model_id).items())
+        await second.close()
 
     asyncio.run(scenario())

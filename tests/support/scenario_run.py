@@ -13,13 +13,19 @@ SCENARIO = Path(__file__).with_name("client_scenario.py")
 
 
 def run_client_scenario(
-    python: Path | str, sdk: str, transport: str, address: str
+    python: Path | str,
+    sdk: str,
+    transport: str,
+    address: str,
+    timeout: float = 240,
+    script: Path = SCENARIO,
 ) -> dict[str, Any]:
+    """`script` (default: client_scenario.py) takes the same three arguments."""
     completed = subprocess.run(
-        [str(python), str(SCENARIO), sdk, transport, address],
+        [str(python), str(script), sdk, transport, address],
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=timeout,
         env={**os.environ, "TINKER_TELEMETRY": "0"},
         check=False,
     )

@@ -126,6 +126,8 @@ COOKBOOK_SDK_VERSION = "0.38.0"
 COOKBOOK_UNAVAILABLE_DEPENDENCIES = ("tml-renderers",)
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 _TEST_RUNNER = ("pytest>=8", "pytest-timeout>=2.3")
+# The cookbook's `math-rl` extra (sympy comes with torch): the math-RL recipe imports them.
+_COOKBOOK_RECIPE_EXTRAS = ("math-verify>=0.5.0", "pylatexenc>=2.0")
 
 
 def ensure_cookbook_venv(version: str = COOKBOOK_VERSION) -> Path:
@@ -138,7 +140,7 @@ def ensure_cookbook_venv(version: str = COOKBOOK_VERSION) -> Path:
     """
     tag = f"py{sys.version_info.major}{sys.version_info.minor}"
     name = f"tinker-cookbook-{version}-tinker-{COOKBOOK_SDK_VERSION}-{tag}"
-    extras = [*_tinker_ref_dependencies(), *_TEST_RUNNER]
+    extras = [*_tinker_ref_dependencies(), *_TEST_RUNNER, *_COOKBOOK_RECIPE_EXTRAS]
     python = ensure_cached_venv(name, lambda folder: _build_cookbook(folder, version, extras))
     with open(cache_root() / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

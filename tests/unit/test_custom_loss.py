@@ -1,4 +1,4 @@
-"""mock_server.custom_loss: upload-time validation, argument decoding, run-time errors and
+"""mock_server.engine.custom_loss: upload-time validation, argument decoding, run-time errors and
 resource limits, random compositions of allowed ops against direct torch, and the engine hook.
 
 Graphs are written by hand in the SDK 0.38 encoding (the uploads of spec LOSS-15); what the
@@ -21,18 +21,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch.fx.node import _get_qualified_name
 
-from mock_server.custom_loss import _FUNCTIONS as FUNCTIONS
-from mock_server.custom_loss import _METHODS as METHODS
-from mock_server.custom_loss import (
+from mock_server.engine import InvalidInputError
+from mock_server.engine.custom_loss import (
     CompiledCustomLoss,
     CustomLossError,
     CustomLossLimits,
-    _broadcast_elements,
-    _Decoder,
-    _fill,
     compile_custom_loss,
 )
-from mock_server.engine import InvalidInputError
+from mock_server.engine.custom_loss.allow_list import FUNCTIONS, METHODS
+from mock_server.engine.custom_loss.compiler import _Decoder
+from mock_server.engine.custom_loss.interpreter import _broadcast_elements, _fill
 from tests.support.engine_data import (
     assert_grads_equal,
     direct_autograd_grads,

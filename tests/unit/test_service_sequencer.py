@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 import pytest
 
@@ -10,6 +11,24 @@ from mock_server.service.errors import Conflict, Gone, InvalidArgument, ServiceE
 from mock_server.service.sequencer import Sequencer
 
 pytestmark = pytest.mark.asyncio
+
+
+@dataclass(eq=False)
+class RecordedOp:
+    """An op that logs its seq_id when it runs (after its gate, if it has one)."""
+
+    recorder: Recorder
+    seq_id: int
+    request_id: str
+
+    async def run(self) -> None:
+        gate = self.recorder.gates.get(self.seq_id)
+        if gate is not None:
+            await gate.wait()
+        self.recorder.ran.append(self.seq_id)
+
+    def fail(self, error: ServiceError) -> None:
+        self.recorder.failed[self.seq_id] = error
 
 
 class Recorder:
@@ -28,17 +47,8 @@ class Recorder:
             return earlier
         if gate:
             self.gates[seq_id] = asyncio.Event()
-
-        async def run() -> None:
-            if seq_id in self.gates:
-                await self.gates[seq_id].wait()
-            self.ran.append(seq_id)
-
-        def fail(error: ServiceError) -> None:
-            self.failed[seq_id] = error
-
         request_id = f"req-{seq_id}-{fingerprint}"
-        self.sequencer.enqueue(self.lane, seq_id, fingerprint, request_id, run, fail)
+        self.sequencer.enqueue(self.lane, seq_id, fingerprint, RecordedOp(self, seq_id, request_id))
         return request_id
 
 
@@ -146,15 +156,15 @@ async def test_failed_op_consumes_its_seq_id() -> None:
     ops = make()
     sequencer = ops.sequencer
 
-    async def failing() -> None:
-        raise RuntimeError("engine exploded")
+    class Failing(RecordedOp):
+        async def run(self) -> None:
+            raise RuntimeError("engine exploded")
 
-    failures: list[ServiceError] = []
-    sequencer.enqueue("m", 1, "fp", "req-1", failing, failures.append)
+    sequencer.enqueue("m", 1, "fp", Failing(ops, 1, "req-1"))
     ops.submit(2)
     await settle()
     assert ops.ran == [2]
-    assert "engine exploded" in failures[0].message
+    assert "engine exploded" in ops.failed[1].message
 
 
 @pytest.mark.spec("SEQ-9")

@@ -114,10 +114,11 @@ class FaultInjectingTransport:
         loss_fn: str,
         loss_fn_config: LossFnConfig | None,
         forward_only: bool,
+        custom_loss: float | None = None,
     ) -> Pending[ForwardBackwardOutput]:
         def submit() -> Awaitable[Pending[ForwardBackwardOutput]]:
             return self.inner.forward_backward(
-                model_id, seq_id, data, loss_fn, loss_fn_config, forward_only
+                model_id, seq_id, data, loss_fn, loss_fn_config, forward_only, custom_loss
             )
 
         what = "forward" if forward_only else "forward_backward"

@@ -6,7 +6,10 @@ accepted the op) and `Pending.result()` (waiting for the outcome). The TrainingC
 ops strictly in seq_id order and waits for results concurrently, which is what lets an
 `optim_step` be submitted before the custom-loss future it follows has resolved.
 
-Every method raises only `tinker_ref.errors` exceptions.
+Every method raises only `tinker_ref.errors` exceptions. Each request is retried by the
+transport under the one retry policy (tinker_ref/retry.py), with one exception: `sample`
+lets a 429 through as RateLimitError, because sampling backs off client-wide
+(tinker_ref/flow.py) and then resubmits the same request.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
+from tinker_ref.retry import RetryPolicy
 from tinker_ref.types import (
     AdamParams,
     Datum,
@@ -48,6 +52,11 @@ class ClientConfig:
     proto_compress_fwdbwd: bool = False
     pjwt_auth_enabled: bool = False
     custom_loss_server_side: bool = False
+    # Flow control (tinker_ref/flow.py) and the billing pause (tinker_ref/retry.py).
+    fwdbwd_dispatch_bytes_semaphore_size: int = 50_000_000
+    sample_dispatch_bytes_semaphore_size: int = 10 * 1024 * 1024
+    inflight_response_bytes_semaphore_size: int = 50 * 1024 * 1024
+    billing_exception_max_pause_duration_sec: int = 3600
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> ClientConfig:
@@ -97,7 +106,9 @@ class Transport(Protocol):
 
     async def session_heartbeat(self, session_id: str) -> None: ...
 
-    async def finish_session(self, session_id: str, reason: str) -> None: ...
+    async def finish_session(self, session_id: str, reason: str, detail: str | None) -> None:
+        """End the session; `reason` is "success", "errored" or "interrupted" (gRPC carries
+        no `detail`)."""
 
     async def create_model(
         self,
@@ -118,7 +129,12 @@ class Transport(Protocol):
         loss_fn: str,
         loss_fn_config: LossFnConfig | None,
         forward_only: bool,
-    ) -> Pending[ForwardBackwardOutput]: ...
+        custom_loss: float | None = None,
+    ) -> Pending[ForwardBackwardOutput]:
+        """Submit one forward/backward chunk. `custom_loss`: on the first backward chunk of a
+        custom-loss call, that call's loss, which a transport may report to the server (HTTP:
+        the `X-Tinker-Custom-Loss` header; it changes nothing the server computes)."""
+        ...
 
     async def optim_step(
         self, model_id: str, seq_id: int, adam_params: AdamParams
@@ -169,4 +185,6 @@ class Transport(Protocol):
         sampling_params: SamplingParams,
         include_prompt_logprobs: bool,
         topk_prompt_logprobs: int,
+        *,
+        retry: RetryPolicy | None = None,  # a SamplingClient's own policy (its retry_config)
     ) -> Pending[SampleResponse]: ...

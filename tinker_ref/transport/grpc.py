@@ -3,18 +3,19 @@
 Semantics mirror the HTTP transport: ops return a FutureHandle, `RetrieveFuture` long-polls
 for the outcome, retries resend the same request, so a retried op keeps its seq_id. The
 forward/backward request is sent as the bytes the shared codec produced, with no second
-encoding. gRPC errors become `tinker_ref.errors` exceptions here, at the edge: the server's
-trailing metadata `tinker-http-status` selects the same exception class the HTTP transport
-raises, and retries follow the HTTP transport's rule on that status (`x-should-retry` first;
-then 408, 409, 429 and 5xx). Errors without it come from gRPC itself: UNAVAILABLE, ABORTED,
-INTERNAL and DEADLINE_EXCEEDED are retried; RESOURCE_EXHAUSTED is grpc's message-size limit
-(413, not retried). A call past its deadline raises APITimeoutError.
+encoding. gRPC errors become `tinker_ref.errors` exceptions here, at the edge (`_translate`):
+the server's trailing metadata `tinker-http-status` selects the same exception class the HTTP
+transport raises, and the trailers travel as the error's headers (`x-should-retry`,
+`retry-after`), so the one retry policy (tinker_ref/retry.py) decides for both wires. Errors
+without that trailer come from gRPC itself: UNAVAILABLE is no answer (APIConnectionError),
+DEADLINE_EXCEEDED a timeout (APITimeoutError), ABORTED 409, INTERNAL/UNKNOWN/DATA_LOSS 500 (all
+retried) and RESOURCE_EXHAUSTED grpc's message-size limit (413, not retried).
+
+gRPC has no token exchange: the API key travels as `x-api-key` metadata on every call.
 """
 
 from __future__ import annotations
 
-import asyncio
-import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -30,12 +31,13 @@ from tinker_ref.codec import (
 from tinker_ref.codec.proto_tensor import write_chunk
 from tinker_ref.errors import (
     APIConnectionError,
+    APIError,
     APITimeoutError,
     RequestFailedError,
     status_error,
 )
+from tinker_ref.retry import PollPacer, RetryConfig, RetryPolicy
 from tinker_ref.transport.base import ClientConfig, DeferredResult, LossFnConfig
-from tinker_ref.transport.http import RetryPolicy
 from tinker_ref.types import (
     AdamParams,
     Datum,
@@ -76,12 +78,6 @@ HTTP_STATUS = {
     grpc.StatusCode.DATA_LOSS: 500,
     grpc.StatusCode.UNAVAILABLE: 503,
 }
-_RETRYABLE = {
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.ABORTED,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.INTERNAL,
-}
 HTTP_STATUS_KEY = "tinker-http-status"
 
 
@@ -100,17 +96,6 @@ def _server_status(trailers: Mapping[str, str]) -> int | None:
         return None
 
 
-def _retryable(error: grpc.aio.AioRpcError) -> bool:
-    trailers = _trailers(error)
-    should_retry = trailers.get("x-should-retry")
-    if should_retry in ("true", "false"):
-        return should_retry == "true"
-    status = _server_status(trailers)
-    if status is not None:  # the server's answer: the HTTP transport's rule
-        return status in (408, 409, 429) or status >= 500
-    return error.code() in _RETRYABLE
-
-
 def _translate(error: grpc.aio.AioRpcError, method: str) -> Exception:
     code = error.code()
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -120,21 +105,31 @@ def _translate(error: grpc.aio.AioRpcError, method: str) -> Exception:
     if status is None and code == grpc.StatusCode.UNAVAILABLE:
         return APIConnectionError(f"{method}: {error.details()}")
     body = {"detail": error.details(), "field": trailers.get("tinker-field")}
-    return status_error(status if status is not None else HTTP_STATUS.get(code, 500), body)
+    status = status if status is not None else HTTP_STATUS.get(code, 500)
+    return status_error(status, body, trailers)
 
 
 class GrpcTransport:
     def __init__(
-        self, target: str, api_key: str, retry: RetryPolicy | None = None, timeout: float = 60.0
+        self,
+        target: str,
+        api_key: str,
+        retry: RetryConfig | None = None,
+        timeout: float = 60.0,
+        *,
+        poll_timeout: float = 45.0,
+        heartbeat_timeout: float = 10.0,
     ) -> None:
         self.target = target
         self._metadata = (("x-api-key", api_key),)
-        self._retry = retry or RetryPolicy()
-        self._timeout = timeout
+        self.retry = RetryPolicy(retry)
+        self._timeout = timeout  # seconds per call (the deadline), as the HTTP request timeout
+        self._poll_timeout = poll_timeout
+        self._heartbeat_timeout = heartbeat_timeout
         self._channel: grpc.aio.Channel | None = None
 
     def _call(
-        self, method: str, request: Any, response_type: Any, *, raw: bool = False
+        self, method: str, request: Any, response_type: Any, *, raw: bool, timeout: float
     ) -> Callable[[], Awaitable[Any]]:
         if self._channel is None:
             self._channel = grpc.aio.insecure_channel(
@@ -149,7 +144,7 @@ class GrpcTransport:
             request_serializer=(lambda b: b) if raw else type(request).SerializeToString,
             response_deserializer=response_type.FromString,
         )
-        return lambda: stub(request, metadata=self._metadata, timeout=self._timeout)
+        return lambda: stub(request, metadata=self._metadata, timeout=timeout)
 
     async def _unary(
         self,
@@ -159,28 +154,47 @@ class GrpcTransport:
         *,
         raw: bool = False,
         retries: bool = True,
+        retry_rate_limits: bool = True,
+        timeout: float | None = None,
+        policy: RetryPolicy | None = None,
     ) -> Any:
-        call = self._call(method, request, response_type, raw=raw)
-        policy = self._retry
-        for attempt in range(policy.max_retries + 1):
+        """One logical call, retried under the retry policy (the transport's, or `policy`: a
+        SamplingClient's own `retry_config`); the same request on every try."""
+        call = self._call(method, request, response_type, raw=raw, timeout=timeout or self._timeout)
+
+        async def attempt(retries_taken: int) -> Any:
             try:
                 return await call()
             except grpc.aio.AioRpcError as error:
-                if not retries or not _retryable(error) or attempt == policy.max_retries:
-                    raise _translate(error, method) from error
-            backoff = min(policy.initial_backoff * 2**attempt, policy.max_backoff)
-            await asyncio.sleep(backoff * (1 - 0.25 * random.random()))
-        raise AssertionError("unreachable")
+                raise _translate(error, method) from error
+
+        if not retries:
+            return await attempt(0)
+        return await (policy or self.retry).call(
+            attempt, method, retry_rate_limits=retry_rate_limits
+        )
 
     async def _retrieve(
-        self, request_id: str, decode: Callable[[pb.RetrieveFutureResponse], T]
+        self,
+        request_id: str,
+        decode: Callable[[pb.RetrieveFutureResponse], T],
+        policy: RetryPolicy | None = None,
     ) -> T:
+        """Long-poll one future until it has an outcome; polls paced by the retry policy."""
+        pacer = PollPacer(policy or self.retry, f"future {request_id}")
         while True:
-            response = await self._unary(
-                "RetrieveFuture",
-                pb.RetrieveFutureRequest(request_id=request_id),
-                pb.RetrieveFutureResponse,
-            )
+            try:
+                response = await self._unary(
+                    "RetrieveFuture",
+                    pb.RetrieveFutureRequest(request_id=request_id),
+                    pb.RetrieveFutureResponse,
+                    retries=False,
+                    timeout=self._poll_timeout,
+                )
+            except APIError as error:
+                await pacer.failed(error)
+                continue
+            pacer.answered()
             outcome = response.WhichOneof("outcome")
             if outcome == "try_again":
                 continue
@@ -191,10 +205,13 @@ class GrpcTransport:
             return decode(response)
 
     def _pending(
-        self, handle: pb.FutureHandle, decode: Callable[[pb.RetrieveFutureResponse], T]
+        self,
+        handle: pb.FutureHandle,
+        decode: Callable[[pb.RetrieveFutureResponse], T],
+        policy: RetryPolicy | None = None,
     ) -> DeferredResult[T]:
         async def fetch(request_id: str) -> T:
-            return await self._retrieve(request_id, decode)
+            return await self._retrieve(request_id, decode, policy)
 
         return DeferredResult(handle.request_id, fetch)
 
@@ -204,6 +221,8 @@ class GrpcTransport:
         config = await self._unary(
             "GetClientConfig", pb.GetClientConfigRequest(sdk_version="0.38.0"), pb.ClientConfig
         )
+        # The service's flow-control sizes and billing pause are not in the gRPC message:
+        # the SDK's defaults apply.
         return ClientConfig(
             fwdbwd_max_chunk_len=config.fwdbwd_max_chunk_len,
             fwdbwd_max_chunk_bytes_count=config.fwdbwd_max_chunk_bytes_count,
@@ -246,9 +265,10 @@ class GrpcTransport:
             pb.SessionHeartbeatRequest(session_id=session_id),
             pb.SessionHeartbeatResponse,
             retries=False,
+            timeout=self._heartbeat_timeout,
         )
 
-    async def finish_session(self, session_id: str, reason: str) -> None:
+    async def finish_session(self, session_id: str, reason: str, detail: str | None) -> None:
         await self._unary(
             "FinishSession",
             pb.FinishSessionRequest(session_id=session_id, reason=reason),
@@ -301,6 +321,7 @@ class GrpcTransport:
         loss_fn: str,
         loss_fn_config: LossFnConfig | None,
         forward_only: bool,
+        custom_loss: float | None = None,  # not reported over gRPC (the status page is HTTP's)
     ) -> DeferredResult[ForwardBackwardOutput]:
         payload = encode_forward_backward_request(
             model_id, seq_id, data, loss_fn, loss_fn_config, forward_only
@@ -430,6 +451,8 @@ class GrpcTransport:
         sampling_params: SamplingParams,
         include_prompt_logprobs: bool,
         topk_prompt_logprobs: int,
+        *,
+        retry: RetryPolicy | None = None,
     ) -> DeferredResult[SampleResponse]:
         request = pb.SampleRequest(
             sampling_session_id=sampling_session_id,
@@ -441,7 +464,10 @@ class GrpcTransport:
         )
         for chunk in prompt.chunks:
             request.prompt.add().ParseFromString(write_chunk(chunk).to_bytes())
-        handle = await self._unary("Sample", request, pb.FutureHandle)
+        # A 429 goes to the SamplingClient, which backs off client-wide (flow.py).
+        handle = await self._unary(
+            "Sample", request, pb.FutureHandle, retry_rate_limits=False, policy=retry
+        )
         sequence_ids = list(handle.sample_sequence_ids)
 
         def decode(r: pb.RetrieveFutureResponse) -> SampleResponse:
@@ -458,7 +484,7 @@ class GrpcTransport:
                 decoded.prompt_alt_tokens,
             )
 
-        return self._pending(handle, decode)
+        return self._pending(handle, decode, retry)
 
 
 def _sampling_params(params: SamplingParams) -> pb.SamplingParams:

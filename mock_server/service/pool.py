@@ -1,0 +1,159 @@
+"""`EnginePool`: the threads engine work runs in, shared fairly between sessions.
+
+Engine work (a forward/backward, an optimizer step, a sample, a checkpoint read) is blocking
+torch or disk work; the event loop hands it here and awaits the answer. Two rules shape it:
+
+* **As many workers as cores** (default: the CPUs this process may use). Torch runs one
+  intra-op thread per call (the engine pins it, for determinism), so more workers than cores
+  only make them contend for the cores and the GIL: the work gets slower as clients are added.
+* **Sessions take turns.** Work waits in one queue per session, and a free worker takes the
+  oldest job of the next session in rotation. A session with 200 queued samples therefore
+  delays another session's next op by at most one job per active session, not by its backlog.
+  Work of no session (there is little: none today but reads the front ends may add) queues as
+  a session of its own.
+
+`cancel_queued(session)` fails a session's queued jobs (not those already running); the
+service calls it for sessions whose client is gone (`expiry.py`). Results return to the loop
+with `call_soon_threadsafe`; a job whose awaiting task was cancelled still runs (engine work
+is never interrupted half-way) and its result is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+_NO_SESSION = ""  # the queue of work that belongs to no session
+
+
+def available_cores() -> int:
+    """The CPUs this process may run on (its affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(eq=False)
+class _Job:
+    work: Callable[[], Any]
+    loop: asyncio.AbstractEventLoop
+    answer: asyncio.Future[Any]
+
+
+class PoolClosed(RuntimeError):
+    """Work was handed to a pool that is shutting down."""
+
+
+class EnginePool:
+    def __init__(self, workers: int | None = None, name: str = "tinker-engine") -> None:
+        self.workers = workers or available_cores()
+        self._queues: dict[str, deque[_Job]] = {}  # session -> its queued jobs, oldest first
+        self._turns: deque[str] = deque()  # sessions with queued jobs, next to be served first
+        self._running = 0
+        self._closed = False
+        self._lock = threading.Condition()
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"{name}-{i}", daemon=True)
+            for i in range(self.workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    async def run(self, work: Callable[[], T], session: str | None = None) -> T:
+        """Run `work` in a worker when `session`'s turn comes; its result or exception."""
+        loop = asyncio.get_running_loop()
+        job = _Job(work, loop, loop.create_future())
+        key = session or _NO_SESSION
+        with self._lock:
+            if self._closed:
+                raise PoolClosed("the engine pool is shut down")
+            queue = self._queues.setdefault(key, deque())
+            if not queue:
+                self._turns.append(key)
+            queue.append(job)
+            self._lock.notify()
+        result: T = await job.answer
+        return result
+
+    def queued(self, session: str | None = None) -> int:
+        """Jobs waiting (not running) for `session`, or for every session when None."""
+        with self._lock:
+            if session is None:
+                return sum(len(queue) for queue in self._queues.values())
+            return len(self._queues.get(session, ()))
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    def cancel_queued(self, session: str, error: BaseException) -> int:
+        """Fail every queued job of `session` with `error`; the number failed."""
+        with self._lock:
+            jobs = self._queues.pop(session, deque())
+            if jobs:
+                self._turns.remove(session)
+        for job in jobs:
+            job.loop.call_soon_threadsafe(_settle, job.answer, None, error)
+        return len(jobs)
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Fail queued jobs, let running ones finish (joined when `wait`)."""
+        with self._lock:
+            self._closed = True
+            sessions = list(self._queues)
+            self._lock.notify_all()
+        for session in sessions:
+            self.cancel_queued(session, PoolClosed("the server is shutting down"))
+        if wait:
+            for thread in self._threads:
+                thread.join()
+
+    def _next(self) -> _Job | None:
+        """The next job in turn (None once closed); call with the lock held."""
+        while not self._turns:
+            if self._closed:
+                return None
+            self._lock.wait()
+        session = self._turns.popleft()
+        queue = self._queues[session]
+        job = queue.popleft()
+        if queue:
+            self._turns.append(session)  # its next job waits for every other session's turn
+        else:
+            del self._queues[session]
+        return job
+
+    def _serve(self) -> None:
+        while True:
+            with self._lock:
+                job = self._next()
+                if job is None:
+                    return
+                self._running += 1
+            try:
+                value, error = job.work(), None
+            except BaseException as exc:  # handed to the awaiting task, never lost
+                value, error = None, exc
+            finally:
+                with self._lock:
+                    self._running -= 1
+            # A closed loop (RuntimeError) has nobody awaiting the answer any more.
+            with contextlib.suppress(RuntimeError):
+                job.loop.call_soon_threadsafe(_settle, job.answer, value, error)
+
+
+def _settle(answer: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
+    if answer.done():  # the awaiting task was cancelled
+        return
+    if error is not None:
+        answer.set_exception(error)
+    else:
+        answer.set_result(value)
