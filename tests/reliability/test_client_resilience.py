@@ -23,6 +23,7 @@ from mock_server.embedded import EmbeddedServer, serve
 from mock_server.faults import FaultPlan
 from tests.reliability.runs import BASE_MODEL, LORA_SEED, batch, train_steps
 from tinker_ref import errors, types
+from tinker_ref.retry import RetryConfig
 from tinker_ref.service_client import ClientOptions
 
 TRANSPORTS = ["http", "grpc"]
@@ -198,6 +199,32 @@ def test_sampling_backs_off_on_429_for_longer_than_eight_retries(transport: str)
     assert backoffs == 9
     assert [r.status for r in submits] == [429] * 9 + [200]
     assert submits[-1].seq_id == 0  # the same request was resubmitted, not a new one
+
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_sampling_clients_retry_config_governs_its_own_samples(transport: str) -> None:
+    # SDK 0.38's create_sampling_client(retry_config=...): here tinker_ref's RetryConfig.
+    rule = {"endpoint": "asample", "kind": "status", "status": 503, "times": 2}
+    plan = FaultPlan.from_json({"rules": [rule]})
+    prompt, params = types.ModelInput.from_ints([5, 6, 7]), types.SamplingParams(max_tokens=2)
+    with serve(grpc=True, seed=0, fault_plan=plan) as mock:
+        client = client_for(mock, transport)
+        try:
+            no_retries = client.create_sampling_client(
+                base_model=BASE_MODEL, retry_config=RetryConfig(max_retries=0)
+            )
+            assert no_retries.retry_config == RetryConfig(max_retries=0)
+            with pytest.raises(errors.InternalServerError):
+                no_retries.sample(prompt, 1, params).result(60)
+            default = client.create_sampling_client(base_model=BASE_MODEL)
+            assert default.retry_config is None  # the ServiceClient's policy
+            assert len(default.sample(prompt, 1, params).result(60).sequences) == 1
+        finally:
+            client.close()
+        submits = [r for r in mock.service.records.records() if r.endpoint.endswith("ample")]
+    assert [r.status for r in submits] == [503, 503, 200]
 
 
 def _expire(mock: EmbeddedServer, session_id: str) -> None:

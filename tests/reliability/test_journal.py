@@ -7,7 +7,9 @@ recognised as the same op), a torn last line is dropped while a damaged earlier 
 start, no class outside the request modules can be named by a journal, and after a restart a
 retried POST gets its original request_id, an old future its original result, and the model its
 weights, optimizer moments and seq_id position. An op the service has never heard of — defined
-here, listed nowhere — is journaled and replayed like any other, because it is submitted.
+here, listed nowhere — is journaled and replayed like any other, because it is submitted. The
+REST API's changes (delete, TTL, publish, a session's project, copies) and external weights are
+operations too: a restart brings back what they did, dated as they were.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from mock_server.service.requests import (
     OptimStep,
     Sample,
     SampleParams,
+    SaveWeights,
+    SaveWeightsExternal,
     SaveWeightsForSampler,
 )
 from mock_server.service.state import require_training
@@ -295,6 +299,79 @@ def test_a_new_state_changing_op_is_journaled_and_replayed_without_any_table_ent
         retry = await second.submit(PRINCIPAL, NudgeAdaptersOp(nudge))
         assert retry.request_id == nudged.request_id
         assert all(torch.equal(after[name], v) for name, v in _state(second, model_id).items())
+        await second.close()
+
+    asyncio.run(scenario())
+
+
+# ----- the REST API's changes are operations too -----
+
+
+@pytest.mark.spec("DET-5", "WIRE-19")
+@pytest.mark.timeout(120)
+def test_rest_changes_and_external_weights_are_journaled_and_replayed_as_they_were(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        first = TinkerService(_config(tmp_path))
+        await first.recover()
+        session = await first.create_session(PRINCIPAL, CreateSession())
+        created = await first.training.create_model(
+            PRINCIPAL,
+            CreateModel(session.session_id, 0, "tinker-ref/tiny-bytes", LoraSpec(rank=4, seed=3)),
+        )
+        model_id = created.model_id or ""
+        saves = [
+            await first.training.save_weights(PRINCIPAL, SaveWeights(model_id, 1, "a")),
+            await first.training.save_weights(PRINCIPAL, SaveWeights(model_id, 2, "b")),
+            await first.training.save_weights_external(
+                PRINCIPAL, SaveWeightsExternal(model_id, 3, "export")
+            ),
+        ]
+        for submitted in saves:
+            assert (await first.retrieve(PRINCIPAL, submitted.request_id)).failure is None
+        rest = first.rest
+        await rest.set_checkpoint_ttl(PRINCIPAL, model_id, "weights/b", 7200)
+        await rest.set_checkpoint_public(PRINCIPAL, model_id, "weights/b", True)
+        await rest.delete_checkpoint(PRINCIPAL, model_id, "weights/a")
+        await rest.assign_session_project(PRINCIPAL, session.session_id, "proj-journal")
+        copy = await rest.copy_weights(PRINCIPAL, f"tinker://{model_id}/weights/b", None, 3600)
+        # A save under a deleted name is a new checkpoint, on replay too (not "already exists").
+        again = await first.training.save_weights(PRINCIPAL, SaveWeights(model_id, 4, "a"))
+        assert (await first.retrieve(PRINCIPAL, again.request_id)).failure is None
+
+        def listed(service: TinkerService) -> dict[str, tuple[float | None, bool]]:
+            return {
+                view.checkpoint_id: (view.meta.expires_at, view.meta.public)
+                for view in service.rest.checkpoints(PRINCIPAL, model_id)
+            }
+
+        copy_run, _, copy_name = copy.removeprefix("tinker://").partition("/")
+        before = listed(first)
+        copy_before = first.rest.find_checkpoint(PRINCIPAL, copy_run, copy_name)[1].meta
+        await first.close()
+
+        ops = [r["op"] for r in read_journal(tmp_path)]
+        assert {
+            "training.save_weights_external",
+            "rest.set_checkpoint_ttl",
+            "rest.set_checkpoint_public",
+            "rest.delete_checkpoint",
+            "rest.assign_session_project",
+            "rest.copy_weights",
+        } <= set(ops)
+
+        second = TinkerService(_config(tmp_path))
+        recovery = await second.recover()
+        assert recovery is not None and (recovery.records, recovery.mismatches) == (len(ops), 0)
+        assert set(before) == {"weights/a", "weights/b", "external_weights/export"}
+        assert listed(second) == before  # the same TTL (to the second it was set), public flag
+        assert second.ctx.registry.sessions[session.session_id].project_id == "proj-journal"
+        copy_after = second.rest.find_checkpoint(PRINCIPAL, copy_run, copy_name)[1].meta
+        assert (copy_after.created_at, copy_after.expires_at) == (
+            copy_before.created_at,
+            copy_before.expires_at,
+        )
         await second.close()
 
     asyncio.run(scenario())
