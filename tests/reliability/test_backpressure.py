@@ -5,12 +5,14 @@ could stall that model for good); a pipelining client rides the 429s to bit-iden
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 import tinker_ref
 from mock_server.embedded import serve
+from mock_server.engine import AdamConfig, TrainingModel
 from tests.integration.conftest import MakeMockApi
 from tests.reliability.runs import (
     ADAM,
@@ -60,9 +62,20 @@ async def test_past_the_pending_limit_ops_get_429_with_retry_after_and_consume_n
 
 @pytest.mark.spec("SEQ-11", "FUT-10")
 @pytest.mark.timeout(180)
-def test_a_pipelining_client_rides_429s_to_the_same_weights(tmp_path: Path) -> None:
+def test_a_pipelining_client_rides_429s_to_the_same_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     steps = [batch(0), batch(1), batch(2)]
     expected = reference_digest(steps, tmp_path)
+    # A slow optimizer step keeps the pipelined optim_step pending when the next call's
+    # forward arrives, so the limit of one pending op bites whatever the machine's speed.
+    optim_step = TrainingModel.optim_step
+
+    def slow_optim_step(model: TrainingModel, adam: AdamConfig) -> dict[str, float]:
+        time.sleep(0.3)
+        return optim_step(model, adam)
+
+    monkeypatch.setattr(TrainingModel, "optim_step", slow_optim_step)
     with serve(data_dir=tmp_path / "tight", max_pending_ops=1) as server:
         client = tinker_ref.ServiceClient(base_url=server.url, api_key="tml-pipeline")
         try:
