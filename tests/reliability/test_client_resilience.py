@@ -201,7 +201,6 @@ def test_sampling_backs_off_on_429_for_longer_than_eight_retries(transport: str)
     assert submits[-1].seq_id == 0  # the same request was resubmitted, not a new one
 
 
-
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_a_sampling_clients_retry_config_governs_its_own_samples(transport: str) -> None:
