@@ -318,7 +318,7 @@ def margin_datums() -> list[types.Datum]:
 
 def custom_loss_step(raw: Raw, model_id: str, seq_id: int, report: bool, sdk_header: bool) -> float:
     """One forward_backward_custom step by hand: forward, the margin loss on the client,
-    backward with weights = -dLoss/dlogprobs (spec §3), optim_step. Returns the custom loss."""
+    backward with weights = -dLoss/dlogprobs (spec CL-7), optim_step. Returns the custom loss."""
     data = margin_datums()
     _, forward = raw.forward_backward(model_id, seq_id, data, forward_only=True)
     logprobs = [
