@@ -7,7 +7,7 @@ semantics) is the suite's own, so logprobs, `loss:sum`, `surrogate_loss:sum`, us
 and optimizer metrics are compared bit for bit. The server forces chunking (3 datums per
 request, first chunk sent last) and runs with two API keys, so cross-key isolation is checked.
 
-Profiles (HYPOTHESIS_PROFILE, see conftest.py): "dev" is the CI default (fast), "ci" the deep
+Profiles (HYPOTHESIS_PROFILE, see tests/conftest.py): "dev" is the CI default (fast), "ci" the deep
 run. With `--tinker-base-url` the same machine runs against that backend too.
 """
 

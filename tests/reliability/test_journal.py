@@ -42,6 +42,7 @@ from mock_server.service.requests import (
     SaveWeightsForSampler,
 )
 from mock_server.service.state import require_training
+from tests.support.profiles import examples
 from tests.support.strategies import datums, loss_fn_configs
 from tinker_ref import types
 
@@ -53,7 +54,7 @@ def _round_trip(value: object) -> object:
     return decode(json.loads(json.dumps(encode(value), allow_nan=False)))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(
     data=st.lists(datums(), max_size=3),
     config=loss_fn_configs,
