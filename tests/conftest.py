@@ -1,6 +1,10 @@
-"""Root conftest: the plugin that adds the `--tinker-*` options (they must be registered before
-the command line is parsed, which a plugin named here guarantees) and the hypothesis profiles,
-registered here once so that every directory (`pytest tests/unit` too) runs under the same one.
+"""Root conftest: what every test directory shares, declared once.
+
+- the plugin that adds the `--tinker-*` options (they must be registered before the command line
+  is parsed, which a plugin named here guarantees);
+- the suite's shared fixtures (tests/support/fixtures.py);
+- the hypothesis profiles, registered here so that every directory (`pytest tests/unit` too)
+  runs under the same one.
 
 Profiles, chosen by the env var HYPOTHESIS_PROFILE:
 - "dev" (default): 20 examples per test, derandomized, so every run (and CI) draws the same
@@ -19,7 +23,8 @@ import os
 
 from hypothesis import HealthCheck, settings
 
-pytest_plugins = ["tinker_ref.testing.pytest_plugin"]
+# tests.support.fixtures: fixtures every test directory shares (one definition each).
+pytest_plugins = ["tinker_ref.testing.pytest_plugin", "tests.support.fixtures"]
 
 settings.register_profile(
     "dev",

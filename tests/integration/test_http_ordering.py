@@ -6,8 +6,7 @@ import asyncio
 
 import pytest
 
-from tests.integration.conftest import MakeMockApi
-from tests.support.http_api import TINY, MockApi, datum
+from tests.support.http_api import TINY, MakeMockApi, MockApi, datum
 
 pytestmark = pytest.mark.asyncio
 

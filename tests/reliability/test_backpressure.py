@@ -11,7 +11,6 @@ import pytest
 
 import tinker_ref
 from mock_server.embedded import serve
-from tests.integration.conftest import MakeMockApi
 from tests.reliability.runs import (
     ADAM,
     BASE_MODEL,
@@ -21,7 +20,7 @@ from tests.reliability.runs import (
     pairwise_loss,
     reference_digest,
 )
-from tests.support.http_api import TINY, datum
+from tests.support.http_api import TINY, MakeMockApi, datum
 
 TOKENS = [1, 5, 9, 12, 3, 7]
 

@@ -19,8 +19,7 @@ from hypothesis import strategies as st
 
 from mock_server.cli import build_parser, config_from_args
 from mock_server.service import ServerConfig
-from tests.integration.conftest import MakeMockApi
-from tests.support.http_api import TINY, MockApi, datum
+from tests.support.http_api import TINY, MakeMockApi, MockApi, datum
 from tests.support.profiles import examples
 
 TOKENS = [1, 5, 9, 12, 3, 7]

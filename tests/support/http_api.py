@@ -10,7 +10,7 @@ is no longer `try_again`. Tests reach the server's state (models, request record
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import zstandard
@@ -209,3 +209,8 @@ class MockApi:
         if training is None:
             raise ApiError(f"model {model_id} has no weights")
         return training.digest(include_optimizer=True)
+
+
+# The `make_mock_api` fixture (tests/support/fixtures.py): `await make_mock_api(**overrides)`
+# starts a fresh in-process app with `ServerConfig` overrides (plus `api_key=` for the client).
+MakeMockApi = Callable[..., Awaitable[MockApi]]
