@@ -10,11 +10,15 @@ import pytest
 import torch
 
 from mock_server.embedded import EmbeddedServer, serve
+from mock_server.testing import MockServer
 from tinker_ref import ServiceClient, TrainingClient, errors, types
 
 MODEL = "tinker-ref/tiny-bytes"
 ADAM = types.AdamParams(learning_rate=2e-2)
 TEXTS = [b"the cat sat", b"on the mat", b"a dog ran", b"to the log", b"fast and far"]
+
+# One mock for the module (the shipped `tinker_mock_module` fixture), recording tensor values.
+pytestmark = pytest.mark.tinker_mock(seed=0, record_tensors=True)
 
 
 def datum(text: bytes) -> types.Datum:
@@ -42,14 +46,8 @@ def probe(training: TrainingClient) -> list[list[float]]:
 
 
 @pytest.fixture(scope="module")
-def mock() -> Iterator[EmbeddedServer]:
-    with serve(seed=0, record_tensors=True) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def service(mock: EmbeddedServer) -> Iterator[ServiceClient]:
-    with ServiceClient(base_url=mock.url, api_key="tml-workflows") as client:
+def service(tinker_mock_module: MockServer) -> Iterator[ServiceClient]:
+    with ServiceClient(base_url=tinker_mock_module.url, api_key="tml-workflows") as client:
         yield client
 
 
@@ -145,7 +143,7 @@ def forward_backward_records(mock: EmbeddedServer, model_id: str) -> list[dict[s
 
 @pytest.mark.spec("CL-9", "CL-10", "CL-11", "CL-12", "SEQ-1")
 def test_chunked_custom_loss_with_pipelined_optim_step_equals_the_unchunked_run(
-    mock: EmbeddedServer, service: ServiceClient
+    tinker_mock_module: MockServer, service: ServiceClient
 ) -> None:
     unchunked = service.create_lora_training_client(MODEL, rank=4, seed=9)
     with (
@@ -215,8 +213,9 @@ def test_errors_user_code_sees(service: ServiceClient) -> None:
 
 @pytest.mark.spec("CL-16", "CL-3")
 def test_ops_behind_a_failed_custom_loss_fail_as_poisoned_and_are_never_sent(
-    mock: EmbeddedServer, service: ServiceClient
+    tinker_mock_module: MockServer, service: ServiceClient
 ) -> None:
+    mock = tinker_mock_module.embedded  # white-box: the request record on the server's loop
     training = service.create_lora_training_client(MODEL, rank=4, seed=0)
     with pytest.raises(errors.CustomLossError, match="target_tokens"):  # before any id is taken
         training.forward_backward_custom([types.Datum(PROBE[0].model_input, {})], mean_nll)
@@ -260,8 +259,9 @@ def test_a_result_announced_with_complete_metadata_is_fetched_on_the_next_poll()
 
 @pytest.mark.spec("FUT-10", "SEQ-7")
 def test_a_conflict_marked_do_not_retry_is_raised_after_one_attempt(
-    mock: EmbeddedServer, service: ServiceClient
+    tinker_mock_module: MockServer, service: ServiceClient
 ) -> None:
+    mock = tinker_mock_module.embedded  # white-box: the request record on the server's loop
     training = service.create_lora_training_client(MODEL, rank=4, seed=0)
     training.forward(DATA[:1], "cross_entropy").result(timeout=60)  # seq 1
     reuse = service.transport.forward_backward(

@@ -22,22 +22,21 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mock_server.embedded import EmbeddedServer, serve
+from mock_server.embedded import EmbeddedServer
+from mock_server.testing import MockServer
 from tinker_ref import ServiceClient, TrainingClient, types
 
 MODEL = "tinker-ref/tiny-bytes"  # vocabulary 259
 ADAM = types.AdamParams(learning_rate=1e-2)
 
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[EmbeddedServer]:
-    with serve(seed=0, record_tensors=True) as server:
-        yield server
+# One mock for the module (the shipped `tinker_mock_module` fixture: hypothesis tests may not
+# use function-scoped ones), recording every request body with its tensor values.
+pytestmark = pytest.mark.tinker_mock(seed=0, record_tensors=True)
 
 
 @pytest.fixture(scope="module")
-def service(mock: EmbeddedServer) -> Iterator[ServiceClient]:
-    with ServiceClient(base_url=mock.url, api_key="tml-properties") as client:
+def service(tinker_mock_module: MockServer) -> Iterator[ServiceClient]:
+    with ServiceClient(base_url=tinker_mock_module.url, api_key="tml-properties") as client:
         yield client
 
 
@@ -110,14 +109,17 @@ def recording(loss_fn: Any, seen: list[torch.Tensor]) -> Any:
 @pytest.mark.spec("CL-4", "CL-7")
 @given(batch=datums(), permutation_seed=st.integers(0, 2**16))
 def test_weights_sent_for_each_datum_are_minus_its_own_gradient_in_any_order(
-    mock: EmbeddedServer, training: TrainingClient, batch: list[types.Datum], permutation_seed: int
+    tinker_mock_module: MockServer,
+    training: TrainingClient,
+    batch: list[types.Datum],
+    permutation_seed: int,
 ) -> None:
     order = np.random.default_rng(permutation_seed).permutation(len(batch)).tolist()
     for arrangement in (batch, [batch[i] for i in order]):
         seen: list[torch.Tensor] = []
         loss_fn = recording(weighted_square_loss, seen)
         training.forward_backward_custom(arrangement, loss_fn).result(timeout=60)
-        sent = last_backward(mock, training.model_id)["data"]
+        sent = last_backward(tinker_mock_module.embedded, training.model_id)["data"]
         assert len(sent) == len(arrangement)
         for datum, logprobs, record in zip(arrangement, seen, sent, strict=True):
             assert record["tokens"] == datum.model_input.to_ints()
