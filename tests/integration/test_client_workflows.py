@@ -11,6 +11,7 @@ import torch
 
 from mock_server.embedded import EmbeddedServer, serve
 from mock_server.testing import MockServer
+from tests.support.training import datum, token_mean_nll
 from tinker_ref import ServiceClient, TrainingClient, errors, types
 
 MODEL = "tinker-ref/tiny-bytes"
@@ -21,23 +22,8 @@ TEXTS = [b"the cat sat", b"on the mat", b"a dog ran", b"to the log", b"fast and 
 pytestmark = pytest.mark.tinker_mock(seed=0, record_tensors=True)
 
 
-def datum(text: bytes) -> types.Datum:
-    tokens = list(text)
-    return types.Datum(
-        model_input=types.ModelInput.from_ints(tokens[:-1]),
-        loss_fn_inputs={"target_tokens": tokens[1:], "weights": [1.0] * (len(tokens) - 1)},
-    )
-
-
 DATA = [datum(t) for t in TEXTS]
 PROBE = [datum(b"the rat sat on a log")]
-
-
-def mean_nll(
-    data: list[types.Datum], logprobs: list[torch.Tensor]
-) -> tuple[torch.Tensor, dict[str, Any]]:
-    flat = torch.cat(logprobs)
-    return -flat.mean(), {"tokens": flat.numel()}
 
 
 def probe(training: TrainingClient) -> list[list[float]]:
@@ -70,7 +56,7 @@ def test_forward_shapes_training_and_sampling(service: ServiceClient) -> None:
     ]
     losses = []
     for _ in range(4):
-        fb = training.forward_backward_custom(DATA, mean_nll)
+        fb = training.forward_backward_custom(DATA, token_mean_nll)
         step = training.optim_step(ADAM)
         losses.append(fb.result(timeout=60).metrics["loss:sum"])
         assert step.result(timeout=60).metrics is not None
@@ -155,7 +141,7 @@ def test_chunked_custom_loss_with_pipelined_optim_step_equals_the_unchunked_run(
         chunked = chunked_service.create_lora_training_client(MODEL, rank=4, seed=9)
         runs = []
         for client in (unchunked, chunked):
-            fb = client.forward_backward_custom(DATA, mean_nll)
+            fb = client.forward_backward_custom(DATA, token_mean_nll)
             step = client.optim_step(ADAM)  # submitted before the custom loss resolves
             runs.append((fb.result(timeout=60).metrics, step.result(timeout=60), probe(client)))
         records = forward_backward_records(chunked_mock, chunked.model_id)
@@ -218,7 +204,7 @@ def test_ops_behind_a_failed_custom_loss_fail_as_poisoned_and_are_never_sent(
     mock = tinker_mock_module.embedded  # white-box: the request record on the server's loop
     training = service.create_lora_training_client(MODEL, rank=4, seed=0)
     with pytest.raises(errors.CustomLossError, match="target_tokens"):  # before any id is taken
-        training.forward_backward_custom([types.Datum(PROBE[0].model_input, {})], mean_nll)
+        training.forward_backward_custom([types.Datum(PROBE[0].model_input, {})], token_mean_nll)
 
     def raises(data: list[types.Datum], logprobs: list[torch.Tensor]) -> Any:
         raise RuntimeError("the user's loss broke")

@@ -19,6 +19,7 @@ import torch
 from mock_server.embedded import EmbeddedServer, serve
 from mock_server.grpc import SERVICE_NAME
 from mock_server.testing import MockServer
+from tests.support.training import datum, token_mean_nll
 from tinker_ref import ServiceClient, TrainingClient, types
 from tinker_ref._proto.tinker_ref.training.v1 import training_pb2 as pb
 
@@ -32,23 +33,15 @@ PROBE_TEXT = list(b"the rat sat on a log")
 pytestmark = pytest.mark.tinker_mock(seed=0, record_tensors=True, grpc=True)
 
 
-def datum(text: bytes) -> types.Datum:
-    tokens = list(text)
-    return types.Datum(
-        model_input=types.ModelInput.from_ints(tokens[:-1]),
-        loss_fn_inputs={"target_tokens": tokens[1:], "weights": [1.0] * (len(tokens) - 1)},
-    )
-
-
 DATA = [datum(t) for t in TEXTS]
 
 
-def mean_nll(
+def nll_with_unusual_metrics(
     data: list[types.Datum], logprobs: list[torch.Tensor]
 ) -> tuple[torch.Tensor, dict[Any, Any]]:
-    flat = torch.cat(logprobs)
+    loss, metrics = token_mean_nll(data, logprobs)
     # A non-string key and a tensor value: both come back normalised, on either transport.
-    return -flat.mean(), {"tokens": flat.numel(), 3: flat.max()}
+    return loss, {**metrics, 3: torch.cat(logprobs).max()}
 
 
 def probe(training: TrainingClient) -> list[float]:
@@ -80,7 +73,7 @@ def tour(mock: EmbeddedServer, transport: str) -> dict[str, Any]:
         ]
         steps = []
         for _ in range(2):
-            fb = training.forward_backward_custom(DATA, mean_nll)
+            fb = training.forward_backward_custom(DATA, nll_with_unusual_metrics)
             step = training.optim_step(ADAM)  # pipelined: before the custom loss resolves
             steps.append((fb.result(timeout=60).metrics, step.result(timeout=60).metrics))
         fb = training.forward_backward(DATA[:2], "cross_entropy")
@@ -217,7 +210,7 @@ def test_chunked_custom_loss_with_pipelined_optim_step_over_grpc_equals_http(
                 assert service.client_config.fwdbwd_max_chunk_len == 2
                 metrics = []
                 for _ in range(2):
-                    fb = training.forward_backward_custom(DATA, mean_nll)
+                    fb = training.forward_backward_custom(DATA, nll_with_unusual_metrics)
                     step = training.optim_step(ADAM)  # submitted before the loss resolves
                     metrics.append(fb.result(timeout=60).metrics)
                     step.result(timeout=60)

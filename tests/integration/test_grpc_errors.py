@@ -27,6 +27,7 @@ from mock_server.grpc.errors import code_of, trailers_of
 from mock_server.service import ServiceError
 from mock_server.service.errors import status_of
 from mock_server.testing import MockServer
+from tests.support.training import datum
 from tinker_ref import codec, errors
 from tinker_ref._proto.tinker_ref.training.v1 import training_pb2 as pb
 from tinker_ref._proto.tinker_ref.training.v1.training_pb2_grpc import TrainingServiceStub
@@ -39,12 +40,7 @@ MODEL = "tinker-ref/tiny-bytes"
 OWNER, OTHER = "tml-owner", "tml-other"
 MAX_BODY = 100_000
 TOKENS = list(b"the cat sat on the mat")
-DATA = [
-    Datum(
-        ModelInput.from_ints(TOKENS[:-1]),
-        {"target_tokens": TOKENS[1:], "weights": [1.0] * (len(TOKENS) - 1)},
-    )
-]
+DATA = [datum(TOKENS)]
 ADAM = AdamParams(learning_rate=1e-2)
 
 # One mock for the module (the shipped `tinker_mock_module` fixture), both front ends, two keys.

@@ -20,24 +20,17 @@ import pytest
 import tinker_ref
 from mock_server.embedded import serve
 from mock_server.faults import FaultPlan
+from tests.support.training import datum
 from tinker_ref._proto.tinker_ref.training.v1 import training_pb2 as pb
 from tinker_ref._proto.tinker_ref.training.v1.training_pb2_grpc import TrainingServiceStub
-from tinker_ref.types import AdamParams, Datum, ModelInput
+from tinker_ref.types import AdamParams
 
 MODEL = "tinker-ref/tiny-bytes"
 KEY = "tml-grpc-faults"
 
 
-def _datum(text: bytes) -> Datum:
-    tokens = list(text)
-    return Datum(
-        ModelInput.from_ints(tokens[:-1]),
-        {"target_tokens": tokens[1:], "weights": [1.0] * (len(tokens) - 1)},
-    )
-
-
-TRAIN = [_datum(b"the cat sat"), _datum(b"on the mat")]
-PROBE = [_datum(b"a dog ran far")]
+TRAIN = [datum(b"the cat sat"), datum(b"on the mat")]
+PROBE = [datum(b"a dog ran far")]
 
 
 def run(plan: FaultPlan | None) -> dict[str, Any]:

@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from tests.support.http_api import TINY, MakeMockApi, MockApi, datum
+from tests.support.http_api import TINY, MakeMockApi, MockApi
+from tests.support.training import datum
 
 pytestmark = pytest.mark.asyncio
 

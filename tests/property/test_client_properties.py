@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from mock_server.embedded import EmbeddedServer
 from mock_server.testing import MockServer
+from tests.support.training import token_mean_nll
 from tinker_ref import ServiceClient, TrainingClient, types
 
 MODEL = "tinker-ref/tiny-bytes"  # vocabulary 259
@@ -217,12 +218,6 @@ def linear_loss(
     ).sum(), {}
 
 
-def mean_nll(
-    data: list[types.Datum], logprobs: list[torch.Tensor]
-) -> tuple[torch.Tensor, dict[str, float]]:
-    return -torch.cat(logprobs).mean(), {}
-
-
 @pytest.mark.spec("DET-4", "CL-11")
 @given(batch=datums(max_size=4), loss=st.sampled_from(["linear", "mean_nll"]))
 def test_custom_loss_then_optim_step_equals_the_builtin_loss_bit_for_bit(
@@ -236,7 +231,7 @@ def test_custom_loss_then_optim_step_equals_the_builtin_loss_bit_for_bit(
     else:
         # mean NLL over all N target tokens == cross_entropy with weights 1/N (spec DET-4).
         n = sum(d.model_input.length for d in batch)
-        loss_fn = mean_nll
+        loss_fn = token_mean_nll
         builtin_data = [
             types.Datum(
                 model_input=d.model_input,

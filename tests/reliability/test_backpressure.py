@@ -20,7 +20,8 @@ from tests.reliability.runs import (
     pairwise_loss,
     reference_digest,
 )
-from tests.support.http_api import TINY, MakeMockApi, datum
+from tests.support.http_api import TINY, MakeMockApi
+from tests.support.training import datum
 
 TOKENS = [1, 5, 9, 12, 3, 7]
 

@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 
 from mock_server.cli import build_parser, config_from_args
 from mock_server.service import ServerConfig
-from tests.support.http_api import TINY, MakeMockApi, MockApi, datum
+from tests.support.http_api import TINY, MakeMockApi, MockApi
 from tests.support.profiles import examples
+from tests.support.training import datum
 
 TOKENS = [1, 5, 9, 12, 3, 7]
 REPO = Path(__file__).resolve().parents[2]

@@ -23,23 +23,11 @@ from tinker_ref.codec import (
     decode_sample_response,
     encode_forward_backward_request,
 )
-from tinker_ref.types import Datum, ForwardBackwardOutput, ModelInput, SampleResponse
+from tinker_ref.types import Datum, ForwardBackwardOutput, SampleResponse
 
 API_KEY = "tml-test"
 PROTOBUF = "application/x-protobuf"
 TINY = "tinker-ref/tiny-64"  # vocabulary 64: token ids 0..63
-
-
-def datum(tokens: Sequence[int], weights: Sequence[float] | None = None) -> Datum:
-    """Next-token datum: input tokens[:-1], targets tokens[1:], weights 1 unless given."""
-    targets = list(tokens[1:])
-    return Datum(
-        ModelInput.from_ints(list(tokens[:-1])),
-        {
-            "target_tokens": targets,
-            "weights": list(weights) if weights is not None else [1.0] * len(targets),
-        },
-    )
 
 
 class ApiError(AssertionError):

@@ -17,18 +17,11 @@ import pytest
 
 import tinker_ref.mock
 from mock_server.testing import MockServer
+from tests.support.training import datum
 from tinker_ref import ServiceClient, errors, types
 
 BASE_MODEL = "tinker-ref/tiny-bytes"
 TEXT = b"offline tests need a faithful backend"
-
-
-def datum() -> types.Datum:
-    tokens = list(TEXT)
-    return types.Datum(
-        model_input=types.ModelInput.from_ints(tokens[:-1]),
-        loss_fn_inputs={"target_tokens": tokens[1:], "weights": [1.0] * (len(tokens) - 1)},
-    )
 
 
 def train(mock: MockServer, steps: int) -> str:
@@ -36,7 +29,7 @@ def train(mock: MockServer, steps: int) -> str:
     with ServiceClient(base_url=mock.url, api_key=mock.api_key) as service:
         training = service.create_lora_training_client(BASE_MODEL, rank=4, seed=0)
         for _ in range(steps):
-            training.forward_backward([datum()], "cross_entropy").result()
+            training.forward_backward([datum(TEXT)], "cross_entropy").result()
             training.optim_step(types.AdamParams(learning_rate=5e-2)).result()
         return training.model_id
 
