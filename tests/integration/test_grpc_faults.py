@@ -20,6 +20,7 @@ import pytest
 import tinker_ref
 from mock_server.embedded import serve
 from mock_server.faults import FaultPlan
+from tests.support.server_state import server_view
 from tests.support.training import datum
 from tinker_ref._proto.tinker_ref.training.v1 import training_pb2 as pb
 from tinker_ref._proto.tinker_ref.training.v1.training_pb2_grpc import TrainingServiceStub
@@ -48,17 +49,7 @@ def run(plan: FaultPlan | None) -> dict[str, Any]:
             probe = training.forward(PROBE, "cross_entropy").result(timeout=60)
         finally:
             client.close()
-
-        def server_view() -> dict[str, Any]:
-            model = mock.service.ctx.registry.models[training.model_id]
-            assert model.training is not None
-            return {
-                "digest": model.training.digest(include_optimizer=True),
-                "executed": [event.op for event in model.history],
-                "records": [record.to_json() for record in mock.service.records.records()],
-            }
-
-        view: dict[str, Any] = mock.call(server_view)
+        view = server_view(mock, training.model_id)
     view["probe"] = [out["logprobs"].tolist() for out in probe.loss_fn_outputs]
     return view
 
