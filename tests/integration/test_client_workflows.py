@@ -119,10 +119,15 @@ def test_named_sampler_weights_open_in_a_sampling_client(service: ServiceClient)
     assert base.sample(text, 1, types.SamplingParams(max_tokens=3, seed=1)).result(timeout=60)
 
 
+def request_records(server: EmbeddedServer) -> list[Any]:
+    """The server's request record, read on its loop (white-box: the record objects)."""
+    return list(server.call(lambda: server.service.records.records()))
+
+
 def forward_backward_records(mock: EmbeddedServer, model_id: str) -> list[dict[str, Any]]:
     return [
         r.body
-        for r in mock.call(lambda: mock.service.records.records())
+        for r in request_records(mock)
         if r.endpoint == "/api/v1/forward_backward" and r.body["model_id"] == model_id
     ]
 
@@ -201,7 +206,6 @@ def test_errors_user_code_sees(service: ServiceClient) -> None:
 def test_ops_behind_a_failed_custom_loss_fail_as_poisoned_and_are_never_sent(
     tinker_mock_module: MockServer, service: ServiceClient
 ) -> None:
-    mock = tinker_mock_module.embedded  # white-box: the request record on the server's loop
     training = service.create_lora_training_client(MODEL, rank=4, seed=0)
     with pytest.raises(errors.CustomLossError, match="target_tokens"):  # before any id is taken
         training.forward_backward_custom([types.Datum(PROBE[0].model_input, {})], token_mean_nll)
@@ -218,7 +222,7 @@ def test_ops_behind_a_failed_custom_loss_fail_as_poisoned_and_are_never_sent(
             future.result(timeout=60)
     sent = [
         (r.endpoint, r.seq_id)
-        for r in mock.call(lambda: mock.service.records.records())
+        for r in request_records(tinker_mock_module.embedded)
         if r.seq_id is not None and r.body and r.body.get("model_id") == training.model_id
     ]
     assert sent == [("/api/v1/forward_backward", 1)]  # the forward phase only, at seq 1
@@ -234,7 +238,7 @@ def test_a_result_announced_with_complete_metadata_is_fetched_on_the_next_poll()
         out = training.forward(DATA, "cross_entropy").result(timeout=60)
         polls = [
             r.body["allow_metadata_only"]
-            for r in small_results.call(lambda: small_results.service.records.records())
+            for r in request_records(small_results)
             if r.endpoint == "/api/v1/retrieve_future" and r.request_id is not None
         ]
     assert [o["logprobs"].shape for o in out.loss_fn_outputs] == [
@@ -247,7 +251,6 @@ def test_a_result_announced_with_complete_metadata_is_fetched_on_the_next_poll()
 def test_a_conflict_marked_do_not_retry_is_raised_after_one_attempt(
     tinker_mock_module: MockServer, service: ServiceClient
 ) -> None:
-    mock = tinker_mock_module.embedded  # white-box: the request record on the server's loop
     training = service.create_lora_training_client(MODEL, rank=4, seed=0)
     training.forward(DATA[:1], "cross_entropy").result(timeout=60)  # seq 1
     reuse = service.transport.forward_backward(
@@ -257,7 +260,7 @@ def test_a_conflict_marked_do_not_retry_is_raised_after_one_attempt(
         service.loop.run(reuse, timeout=60)
     attempts = [
         r
-        for r in mock.call(lambda: mock.service.records.records())
+        for r in request_records(tinker_mock_module.embedded)
         if r.body and r.body.get("model_id") == training.model_id and r.seq_id == 1
     ]
     assert [r.status for r in attempts] == [200, 409]
