@@ -34,9 +34,10 @@ from tinker_ref.testing import BackendConfig, run_state_machine, with_capabiliti
 SERVER_SEED = 0
 API_KEY, OTHER_API_KEY = "tml-state-machine", "tml-intruder"
 # (examples, steps per example, minimum steps run) per profile: "dev" is CI's fast run,
-# "ci" the deep one. The minimum fails the test if hypothesis stops exploring.
-# Per transport; both transports together give CI's fast run >= 200 steps.
-PROFILES = {"dev": (8, 15, 100), "ci": (60, 50, 2000)}
+# "ci" the deep one, "fast" a smoke run for `make test-fast`. The minimum fails the test if
+# hypothesis stops exploring. Per transport; both transports together give CI's fast run >= 200
+# steps.
+PROFILES = {"dev": (8, 15, 100), "ci": (60, 50, 2000), "fast": (3, 10, 20)}
 # Shrinking a failure replays examples for up to hypothesis's 5-minute shrink budget; the
 # default 300 s pytest timeout would kill it before it prints the shrunk reproduction.
 SHRINK_TIMEOUT = pytest.mark.timeout(1200)
