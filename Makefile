@@ -1,6 +1,9 @@
 # The README's commands. Every target that needs Python sets up .venv first (once).
 #   make demo           set up, then run the custom-loss example against an embedded mock server
 #   make test           set up, then codegen check + lint + type check + the whole test suite
+#   make test-fast      the loop to run before every commit (under a minute on 2 cores): lint,
+#                       then tests/unit and tests/property except the tests marked `slow`,
+#                       under the "fast" hypothesis profile (a quarter of the examples)
 #   make generate       regenerate tinker_ref/_proto from proto/
 #   make checkgenerate  fail if regenerating would change a committed file
 #   make bench          side-by-side benchmarks; updates README.md "Benchmarks"
@@ -12,7 +15,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck generate checkgenerate bench spec clean
+.PHONY: setup demo test test-fast lint typecheck generate checkgenerate bench spec clean
 
 # torch is pinned first: `torch==2.13.0` is the CPU wheel already on disk here; an unpinned
 # torch would pull a multi-GB CUDA build. pyproject.toml only declares a compatible range.
@@ -32,6 +35,13 @@ demo: setup
 # (servers, SDK runs) in one worker. pytest exits 5 when nothing is collected: make fails then.
 test: checkgenerate lint typecheck
 	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+# What it leaves out, `make test` runs: tests/integration, tests/reliability, tests/conformance
+# (servers, subprocesses, official SDKs), the `slow` tests (fresh interpreters, real vocabularies)
+# and the dev profile's 4x examples. mypy is `make typecheck` (seconds once cached). One process:
+# with the cores busy, two xdist workers took more wall time (each starts up and collects).
+test-fast: lint
+	HYPOTHESIS_PROFILE=fast $(BIN)/python -m pytest -m "not slow" -q tests/unit tests/property
 
 lint: setup
 	$(BIN)/ruff check .

@@ -6,18 +6,21 @@
         assert mock.losses(model_id)[-1] < mock.losses(model_id)[0]
 
 This is the public face of the mock for tests: the pytest plugin (`mock_server.pytest_plugin`,
-fixtures `tinker_mock` / `tinker_mock_session`) and `tinker_ref.mock.serve` both hand out a
-`MockServer`. It wraps `mock_server.embedded.serve` (server on a daemon thread, free loopback
-port) and reads the server's state on the server's own loop, so a helper never races a request
-handler. It does not wait for in-flight training ops: read a model's digest or history after
-the SDK call's `.result()`, as a test naturally does.
+fixtures `tinker_mock` / `tinker_mock_module` / `tinker_mock_session`) and
+`tinker_ref.mock.serve` all hand out a `MockServer`. It wraps `mock_server.embedded.serve`
+(server on a daemon thread, free loopback port) and reads the server's state on the server's
+own loop, so a helper never races a request handler. It does not wait for in-flight training
+ops: read a model's digest or history after the SDK call's `.result()`, as a test naturally
+does.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from contextlib import contextmanager
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any
 
 from mock_server.embedded import EmbeddedServer
@@ -44,6 +47,12 @@ class MockServer:
     def url(self) -> str:
         """Base URL, `http://127.0.0.1:PORT`: the SDK's `base_url` / `TINKER_BASE_URL`."""
         return self.embedded.url
+
+    @property
+    def grpc_target(self) -> str:
+        """`127.0.0.1:PORT` of the gRPC front end, for `tinker_ref.ServiceClient(base_url=...,
+        transport="grpc")`; only when started with `grpc=True` (AttributeError otherwise)."""
+        return self.embedded.grpc_target
 
     @property
     def config(self) -> ServerConfig:
@@ -119,11 +128,42 @@ def _model(service: TinkerService, model_id: str) -> Model:
 
 
 @contextmanager
-def serve(seed: int = 0, api_key: str = DEFAULT_API_KEY, **overrides: Any) -> Iterator[MockServer]:
+def serve(
+    seed: int = 0,
+    api_key: str | None = None,
+    api_keys: Sequence[str] | None = None,
+    **overrides: Any,
+) -> Iterator[MockServer]:
     """Start a mock on a free loopback port for the `with` block.
 
-    `overrides` are `ServerConfig` fields, e.g.
-    `serve(seed=3, client_config_overrides={"fwdbwd_max_chunk_len": 2})`.
+    `overrides` are `ServerConfig` fields, or `grpc=True` to serve gRPC beside HTTP, e.g.
+    `serve(seed=3, client_config_overrides={"fwdbwd_max_chunk_len": 2})`. `api_keys` admits only
+    those keys, and a session only to the key that made it (`tinker-mock serve --api-keys FILE`,
+    without the file); None admits any `tml-` key. `api_key` is the key `environ()` hands the
+    SDK: by default the first of `api_keys`, else `DEFAULT_API_KEY`.
     """
-    with serve_embedded(ServerConfig(port=0, seed=seed), **overrides) as embedded:
-        yield MockServer(embedded, api_key)
+    config = ServerConfig(port=0, seed=seed)
+    with ExitStack() as stack:
+        if api_keys is not None:
+            keys = _key_list(api_keys, overrides)
+            directory = Path(
+                stack.enter_context(tempfile.TemporaryDirectory(prefix="tinker-mock-"))
+            )
+            keys_file = directory / "api-keys"
+            keys_file.write_text("".join(f"{key}\n" for key in keys))
+            config = dataclasses.replace(config, api_keys_file=keys_file)
+            api_key = api_key or keys[0]
+        embedded = stack.enter_context(serve_embedded(config, **overrides))
+        yield MockServer(embedded, api_key or DEFAULT_API_KEY)
+
+
+def _key_list(api_keys: Sequence[str], overrides: dict[str, Any]) -> list[str]:
+    if isinstance(api_keys, str):
+        raise TypeError(f"api_keys takes a list of keys, got the string {api_keys!r}")
+    if "api_keys_file" in overrides:
+        raise ValueError("give api_keys or api_keys_file, not both")
+    keys = list(api_keys)
+    # One key a line in the file the server reads, where `#` starts a comment.
+    if not keys or any(not key or "#" in key or len(key.split()) != 1 for key in keys):
+        raise ValueError(f"api_keys: expected keys without spaces or '#', got {keys!r}")
+    return keys

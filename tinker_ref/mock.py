@@ -31,7 +31,8 @@ def serve(seed: int = 0, **overrides: Any) -> Iterator[MockServer]:
 
     `seed` is the server seed (base weights, ids and default sampling seeds derive from it);
     `overrides` are `mock_server.service.ServerConfig` fields, e.g.
-    `client_config_overrides={"fwdbwd_max_chunk_len": 2}`.
+    `client_config_overrides={"fwdbwd_max_chunk_len": 2}`, `grpc=True` (gRPC beside HTTP, at
+    `mock.grpc_target`) or `api_keys=[...]` (only those keys): see `mock_server.testing.serve`.
     """
     from mock_server.testing import serve as serve_mock
 

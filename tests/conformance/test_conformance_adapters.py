@@ -13,8 +13,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import explain, python_adapter, run, tinker_ref_adapter
 
+from tests.support.conformance_runs import explain, python_adapter, run, tinker_ref_adapter
 from tests.support.sdk_venv import ensure_sdk_venv
 
 

@@ -7,7 +7,8 @@ import shlex
 import sys
 
 import pytest
-from conftest import BROKEN_ADAPTER, explain, run
+
+from tests.support.conformance_runs import BROKEN_ADAPTER, explain, run
 
 CONTROL = "forward-cross-entropy-1d"  # no custom loss, one op: untouched by every break
 

@@ -18,9 +18,9 @@ import os
 import subprocess
 
 import pytest
-from conftest import explain, run
 
 from conformance import ROOT
+from tests.support.conformance_runs import explain, run
 
 ADAPTER_DIR = ROOT / "adapters" / "elixir"
 ADAPTER = str(ADAPTER_DIR / "run-adapter")

@@ -21,11 +21,11 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import run_reference
 
 from conformance import state
 from conformance.cases import load_cases
 from mock_server.engine.training import AdamConfig, TrainingModel
+from tests.support.conformance_runs import run_reference
 
 FAR = 100.0  # a mutation must move the state at least this many times the tolerance
 

@@ -18,8 +18,7 @@ from typing import Any
 import pytest
 
 from mock_server.service.futures import FutureState
-from tests.integration.conftest import MakeMockApi
-from tests.support.http_api import MockApi
+from tests.support.http_api import MakeMockApi, MockApi
 
 pytestmark = pytest.mark.asyncio
 

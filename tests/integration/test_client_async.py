@@ -6,9 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import torch
-
 from mock_server.embedded import serve
+from tests.support.training import token_mean_nll
 from tinker_ref import ServiceClient, TrainingClient, types
 
 MODEL = "tinker-ref/tiny-bytes"
@@ -20,14 +19,10 @@ DATA = [
 ]
 
 
-def mean_nll(data: list[types.Datum], logprobs: list[torch.Tensor]) -> tuple[torch.Tensor, Any]:
-    return -torch.cat(logprobs).mean(), {"n": 12}
-
-
 async def async_run(service: ServiceClient) -> dict[str, Any]:
     training = await service.create_lora_training_client_async(MODEL, rank=4, seed=3)
     # Submitted back to back from one coroutine: the optim_step is queued before the loss is in.
-    fb_future = await training.forward_backward_custom_async(DATA, mean_nll)
+    fb_future = await training.forward_backward_custom_async(DATA, token_mean_nll)
     step_future = await training.optim_step_async(types.AdamParams(learning_rate=1e-2))
     fb, _ = await fb_future, await step_future
     saved = await (await training.save_state_async("async")).result_async()
@@ -48,7 +43,7 @@ async def async_run(service: ServiceClient) -> dict[str, Any]:
 
 def sync_run(service: ServiceClient) -> dict[str, Any]:
     training: TrainingClient = service.create_lora_training_client(MODEL, rank=4, seed=3)
-    fb = training.forward_backward_custom(DATA, mean_nll)
+    fb = training.forward_backward_custom(DATA, token_mean_nll)
     training.optim_step(types.AdamParams(learning_rate=1e-2))
     saved = training.save_state("sync").result()
     resumed = service.create_training_client_from_state_with_optimizer(saved.path)

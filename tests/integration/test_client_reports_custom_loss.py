@@ -6,26 +6,17 @@ once."""
 from __future__ import annotations
 
 import pytest
-import torch
 
 import tinker_ref
 from mock_server.embedded import serve
-from tinker_ref.types import Datum, ModelInput
+from tests.support.training import datum, token_mean_nll
+from tinker_ref.types import Datum
 
 TOKENS = list(b"the cat sat on the mat")
 
 
 def _datum(shift: int) -> Datum:
-    tokens = TOKENS[shift:] + TOKENS[:shift]
-    return Datum(
-        ModelInput.from_ints(tokens[:-1]),
-        {"target_tokens": tokens[1:], "weights": [1.0] * (len(tokens) - 1)},
-    )
-
-
-def _mean_nll(data: list[Datum], logprobs: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
-    loss = -torch.cat(logprobs).mean()
-    return loss, {}
+    return datum(TOKENS[shift:] + TOKENS[:shift])
 
 
 @pytest.mark.parametrize("chunk_len", [1024, 2])
@@ -36,7 +27,7 @@ def test_each_custom_loss_call_reports_its_loss_once_on_its_first_backward(chunk
         data = [_datum(shift) for shift in range(3)]
         losses = []
         for _ in range(2):
-            result = training.forward_backward_custom(data, _mean_nll).result()
+            result = training.forward_backward_custom(data, token_mean_nll).result()
             losses.append(result.metrics["loss:sum"])
             training.optim_step(tinker_ref.types.AdamParams(learning_rate=1e-2)).result()
         records = mock.call(mock.service.records.records)

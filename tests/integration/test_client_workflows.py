@@ -10,30 +10,20 @@ import pytest
 import torch
 
 from mock_server.embedded import EmbeddedServer, serve
+from mock_server.testing import MockServer
+from tests.support.training import datum, token_mean_nll
 from tinker_ref import ServiceClient, TrainingClient, errors, types
 
 MODEL = "tinker-ref/tiny-bytes"
 ADAM = types.AdamParams(learning_rate=2e-2)
 TEXTS = [b"the cat sat", b"on the mat", b"a dog ran", b"to the log", b"fast and far"]
 
-
-def datum(text: bytes) -> types.Datum:
-    tokens = list(text)
-    return types.Datum(
-        model_input=types.ModelInput.from_ints(tokens[:-1]),
-        loss_fn_inputs={"target_tokens": tokens[1:], "weights": [1.0] * (len(tokens) - 1)},
-    )
+# One mock for the module (the shipped `tinker_mock_module` fixture), recording tensor values.
+pytestmark = pytest.mark.tinker_mock(seed=0, record_tensors=True)
 
 
 DATA = [datum(t) for t in TEXTS]
 PROBE = [datum(b"the rat sat on a log")]
-
-
-def mean_nll(
-    data: list[types.Datum], logprobs: list[torch.Tensor]
-) -> tuple[torch.Tensor, dict[str, Any]]:
-    flat = torch.cat(logprobs)
-    return -flat.mean(), {"tokens": flat.numel()}
 
 
 def probe(training: TrainingClient) -> list[list[float]]:
@@ -42,14 +32,8 @@ def probe(training: TrainingClient) -> list[list[float]]:
 
 
 @pytest.fixture(scope="module")
-def mock() -> Iterator[EmbeddedServer]:
-    with serve(seed=0, record_tensors=True) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def service(mock: EmbeddedServer) -> Iterator[ServiceClient]:
-    with ServiceClient(base_url=mock.url, api_key="tml-workflows") as client:
+def service(tinker_mock_module: MockServer) -> Iterator[ServiceClient]:
+    with ServiceClient(base_url=tinker_mock_module.url, api_key="tml-workflows") as client:
         yield client
 
 
@@ -72,7 +56,7 @@ def test_forward_shapes_training_and_sampling(service: ServiceClient) -> None:
     ]
     losses = []
     for _ in range(4):
-        fb = training.forward_backward_custom(DATA, mean_nll)
+        fb = training.forward_backward_custom(DATA, token_mean_nll)
         step = training.optim_step(ADAM)
         losses.append(fb.result(timeout=60).metrics["loss:sum"])
         assert step.result(timeout=60).metrics is not None
@@ -135,17 +119,22 @@ def test_named_sampler_weights_open_in_a_sampling_client(service: ServiceClient)
     assert base.sample(text, 1, types.SamplingParams(max_tokens=3, seed=1)).result(timeout=60)
 
 
+def request_records(server: EmbeddedServer) -> list[Any]:
+    """The server's request record, read on its loop (white-box: the record objects)."""
+    return list(server.call(lambda: server.service.records.records()))
+
+
 def forward_backward_records(mock: EmbeddedServer, model_id: str) -> list[dict[str, Any]]:
     return [
         r.body
-        for r in mock.call(lambda: mock.service.records.records())
+        for r in request_records(mock)
         if r.endpoint == "/api/v1/forward_backward" and r.body["model_id"] == model_id
     ]
 
 
 @pytest.mark.spec("CL-9", "CL-10", "CL-11", "CL-12", "SEQ-1")
 def test_chunked_custom_loss_with_pipelined_optim_step_equals_the_unchunked_run(
-    mock: EmbeddedServer, service: ServiceClient
+    tinker_mock_module: MockServer, service: ServiceClient
 ) -> None:
     unchunked = service.create_lora_training_client(MODEL, rank=4, seed=9)
     with (
@@ -157,7 +146,7 @@ def test_chunked_custom_loss_with_pipelined_optim_step_equals_the_unchunked_run(
         chunked = chunked_service.create_lora_training_client(MODEL, rank=4, seed=9)
         runs = []
         for client in (unchunked, chunked):
-            fb = client.forward_backward_custom(DATA, mean_nll)
+            fb = client.forward_backward_custom(DATA, token_mean_nll)
             step = client.optim_step(ADAM)  # submitted before the custom loss resolves
             runs.append((fb.result(timeout=60).metrics, step.result(timeout=60), probe(client)))
         records = forward_backward_records(chunked_mock, chunked.model_id)
@@ -215,11 +204,11 @@ def test_errors_user_code_sees(service: ServiceClient) -> None:
 
 @pytest.mark.spec("CL-16", "CL-3")
 def test_ops_behind_a_failed_custom_loss_fail_as_poisoned_and_are_never_sent(
-    mock: EmbeddedServer, service: ServiceClient
+    tinker_mock_module: MockServer, service: ServiceClient
 ) -> None:
     training = service.create_lora_training_client(MODEL, rank=4, seed=0)
     with pytest.raises(errors.CustomLossError, match="target_tokens"):  # before any id is taken
-        training.forward_backward_custom([types.Datum(PROBE[0].model_input, {})], mean_nll)
+        training.forward_backward_custom([types.Datum(PROBE[0].model_input, {})], token_mean_nll)
 
     def raises(data: list[types.Datum], logprobs: list[torch.Tensor]) -> Any:
         raise RuntimeError("the user's loss broke")
@@ -233,7 +222,7 @@ def test_ops_behind_a_failed_custom_loss_fail_as_poisoned_and_are_never_sent(
             future.result(timeout=60)
     sent = [
         (r.endpoint, r.seq_id)
-        for r in mock.call(lambda: mock.service.records.records())
+        for r in request_records(tinker_mock_module.embedded)
         if r.seq_id is not None and r.body and r.body.get("model_id") == training.model_id
     ]
     assert sent == [("/api/v1/forward_backward", 1)]  # the forward phase only, at seq 1
@@ -249,7 +238,7 @@ def test_a_result_announced_with_complete_metadata_is_fetched_on_the_next_poll()
         out = training.forward(DATA, "cross_entropy").result(timeout=60)
         polls = [
             r.body["allow_metadata_only"]
-            for r in small_results.call(lambda: small_results.service.records.records())
+            for r in request_records(small_results)
             if r.endpoint == "/api/v1/retrieve_future" and r.request_id is not None
         ]
     assert [o["logprobs"].shape for o in out.loss_fn_outputs] == [
@@ -260,7 +249,7 @@ def test_a_result_announced_with_complete_metadata_is_fetched_on_the_next_poll()
 
 @pytest.mark.spec("FUT-10", "SEQ-7")
 def test_a_conflict_marked_do_not_retry_is_raised_after_one_attempt(
-    mock: EmbeddedServer, service: ServiceClient
+    tinker_mock_module: MockServer, service: ServiceClient
 ) -> None:
     training = service.create_lora_training_client(MODEL, rank=4, seed=0)
     training.forward(DATA[:1], "cross_entropy").result(timeout=60)  # seq 1
@@ -271,7 +260,7 @@ def test_a_conflict_marked_do_not_retry_is_raised_after_one_attempt(
         service.loop.run(reuse, timeout=60)
     attempts = [
         r
-        for r in mock.call(lambda: mock.service.records.records())
+        for r in request_records(tinker_mock_module.embedded)
         if r.body and r.body.get("model_id") == training.model_id and r.seq_id == 1
     ]
     assert [r.status for r in attempts] == [200, 409]

@@ -27,13 +27,14 @@ from hypothesis import strategies as st
 
 from tests.support import strategies as gen
 from tests.support.official_codec_client import OfficialCodecDriver
+from tests.support.profiles import examples
 from tinker_ref import codec, types
 from tinker_ref._proto.tinker_ref.wire.v1 import wire_pb2 as pb
 
 pytestmark = pytest.mark.sdk
 
 _BATCH = settings(
-    max_examples=12,
+    max_examples=examples(12),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

@@ -10,7 +10,6 @@ pipelined optim_step, over gRPC, equals the HTTP run.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,8 @@ import torch
 
 from mock_server.embedded import EmbeddedServer, serve
 from mock_server.grpc import SERVICE_NAME
+from mock_server.testing import MockServer
+from tests.support.training import datum, token_mean_nll
 from tinker_ref import ServiceClient, TrainingClient, types
 from tinker_ref._proto.tinker_ref.training.v1 import training_pb2 as pb
 
@@ -27,24 +28,20 @@ ADAM = types.AdamParams(learning_rate=2e-2, grad_clip_norm=1.0)
 TEXTS = [b"the cat sat", b"on the mat", b"a dog ran", b"to the log", b"fast and far"]
 PROBE_TEXT = list(b"the rat sat on a log")
 
-
-def datum(text: bytes) -> types.Datum:
-    tokens = list(text)
-    return types.Datum(
-        model_input=types.ModelInput.from_ints(tokens[:-1]),
-        loss_fn_inputs={"target_tokens": tokens[1:], "weights": [1.0] * (len(tokens) - 1)},
-    )
+# One mock for the module (the shipped `tinker_mock_module` fixture): both front ends over one
+# service, recording tensor values.
+pytestmark = pytest.mark.tinker_mock(seed=0, record_tensors=True, grpc=True)
 
 
 DATA = [datum(t) for t in TEXTS]
 
 
-def mean_nll(
+def nll_with_unusual_metrics(
     data: list[types.Datum], logprobs: list[torch.Tensor]
 ) -> tuple[torch.Tensor, dict[Any, Any]]:
-    flat = torch.cat(logprobs)
+    loss, metrics = token_mean_nll(data, logprobs)
     # A non-string key and a tensor value: both come back normalised, on either transport.
-    return -flat.mean(), {"tokens": flat.numel(), 3: flat.max()}
+    return loss, {**metrics, 3: torch.cat(logprobs).max()}
 
 
 def probe(training: TrainingClient) -> list[float]:
@@ -56,13 +53,6 @@ def probe(training: TrainingClient) -> list[float]:
 def client(mock: EmbeddedServer, transport: str, key: str) -> ServiceClient:
     address = mock.grpc_target if transport == "grpc" else mock.url
     return ServiceClient(base_url=address, api_key=key, transport=transport)
-
-
-@pytest.fixture(scope="module")
-def mock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
-    data_dir: Path = tmp_path_factory.mktemp("grpc-mock")
-    with serve(seed=0, data_dir=data_dir, record_tensors=True, grpc=True) as server:
-        yield server
 
 
 def tour(mock: EmbeddedServer, transport: str) -> dict[str, Any]:
@@ -83,7 +73,7 @@ def tour(mock: EmbeddedServer, transport: str) -> dict[str, Any]:
         ]
         steps = []
         for _ in range(2):
-            fb = training.forward_backward_custom(DATA, mean_nll)
+            fb = training.forward_backward_custom(DATA, nll_with_unusual_metrics)
             step = training.optim_step(ADAM)  # pipelined: before the custom loss resolves
             steps.append((fb.result(timeout=60).metrics, step.result(timeout=60).metrics))
         fb = training.forward_backward(DATA[:2], "cross_entropy")
@@ -134,14 +124,17 @@ def tour(mock: EmbeddedServer, transport: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def tours(mock: EmbeddedServer) -> dict[str, dict[str, Any]]:
-    return {transport: tour(mock, transport) for transport in ("http", "grpc")}
+def tours(tinker_mock_module: MockServer) -> dict[str, dict[str, Any]]:
+    return {
+        transport: tour(tinker_mock_module.embedded, transport) for transport in ("http", "grpc")
+    }
 
 
 @pytest.mark.spec("WIRE-16")
 def test_every_rpc_is_reached_through_the_client(
-    mock: EmbeddedServer, tours: dict[str, dict[str, Any]]
+    tinker_mock_module: MockServer, tours: dict[str, dict[str, Any]]
 ) -> None:
+    mock = tinker_mock_module.embedded  # white-box: the request record on the server's loop
     methods = {m.name for m in pb.DESCRIPTOR.services_by_name["TrainingService"].methods}
     records = mock.call(lambda: mock.service.records.records())
     reached = {
@@ -170,8 +163,9 @@ def test_grpc_and_http_runs_are_bit_identical(tours: dict[str, dict[str, Any]]) 
 
 @pytest.mark.spec("WIRE-16")
 def test_a_model_made_over_http_trains_over_grpc_in_the_same_order(
-    mock: EmbeddedServer,
+    tinker_mock_module: MockServer,
 ) -> None:
+    mock = tinker_mock_module.embedded
     with client(mock, "http", "tml-shared") as over_http:
         made = over_http.create_lora_training_client(MODEL, rank=4, seed=3)
         made.forward_backward(DATA, "cross_entropy").result(timeout=60)
@@ -216,7 +210,7 @@ def test_chunked_custom_loss_with_pipelined_optim_step_over_grpc_equals_http(
                 assert service.client_config.fwdbwd_max_chunk_len == 2
                 metrics = []
                 for _ in range(2):
-                    fb = training.forward_backward_custom(DATA, mean_nll)
+                    fb = training.forward_backward_custom(DATA, nll_with_unusual_metrics)
                     step = training.optim_step(ADAM)  # submitted before the loss resolves
                     metrics.append(fb.result(timeout=60).metrics)
                     step.result(timeout=60)

@@ -16,17 +16,18 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
-from mock_server.embedded import EmbeddedServer, serve
+from mock_server.embedded import EmbeddedServer
 from mock_server.grpc import SERVICE_NAME
 from mock_server.grpc.errors import code_of, trailers_of
 from mock_server.service import ServiceError
 from mock_server.service.errors import status_of
+from mock_server.testing import MockServer
+from tests.support.training import datum
 from tinker_ref import codec, errors
 from tinker_ref._proto.tinker_ref.training.v1 import training_pb2 as pb
 from tinker_ref._proto.tinker_ref.training.v1.training_pb2_grpc import TrainingServiceStub
@@ -39,13 +40,17 @@ MODEL = "tinker-ref/tiny-bytes"
 OWNER, OTHER = "tml-owner", "tml-other"
 MAX_BODY = 100_000
 TOKENS = list(b"the cat sat on the mat")
-DATA = [
-    Datum(
-        ModelInput.from_ints(TOKENS[:-1]),
-        {"target_tokens": TOKENS[1:], "weights": [1.0] * (len(TOKENS) - 1)},
-    )
-]
+DATA = [datum(TOKENS)]
 ADAM = AdamParams(learning_rate=1e-2)
+
+# One mock for the module (the shipped `tinker_mock_module` fixture), both front ends, two keys.
+pytestmark = pytest.mark.tinker_mock(
+    seed=0,
+    api_keys=[OWNER, OTHER],
+    max_body_bytes=MAX_BODY,
+    seq_gap_timeout_seconds=30.0,
+    grpc=True,
+)
 
 
 @dataclass(frozen=True)
@@ -129,24 +134,8 @@ def same_answer(failure: Failure, http: tuple[int, dict[str, Any]]) -> None:
 
 
 @pytest.fixture(scope="module")
-def mock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
-    directory: Path = tmp_path_factory.mktemp("grpc-errors")
-    keys = directory / "keys.txt"
-    keys.write_text(f"{OWNER}\n{OTHER}\n")
-    with serve(
-        seed=0,
-        data_dir=directory,
-        api_keys_file=keys,
-        max_body_bytes=MAX_BODY,
-        seq_gap_timeout_seconds=30.0,
-        grpc=True,
-    ) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def api(mock: EmbeddedServer) -> Iterator[Api]:
-    api = Api(mock)
+def api(tinker_mock_module: MockServer) -> Iterator[Api]:
+    api = Api(tinker_mock_module.embedded)
     yield api
     api.channel.close()
 
@@ -353,8 +342,9 @@ def test_retrieve_future_long_polls_within_the_callers_deadline(api: Api) -> Non
 
 
 def test_a_call_past_its_deadline_raises_the_client_timeout_error(
-    mock: EmbeddedServer, loop: EventLoopThread
+    tinker_mock_module: MockServer, loop: EventLoopThread
 ) -> None:
+    mock = tinker_mock_module.embedded  # white-box: the server's event loop
     transport = GrpcTransport(mock.grpc_target, OWNER, RetryConfig(max_retries=0), timeout=0.3)
     loop.run(transport.get_server_capabilities())  # connected and answering
     # Hold the server's event loop for longer than the deadline.
@@ -365,8 +355,9 @@ def test_a_call_past_its_deadline_raises_the_client_timeout_error(
 
 
 def test_an_unexpected_server_fault_is_internal_and_retried_like_an_http_500(
-    mock: EmbeddedServer, api: Api, loop: EventLoopThread
+    tinker_mock_module: MockServer, api: Api, loop: EventLoopThread
 ) -> None:
+    mock = tinker_mock_module.embedded  # white-box: the service, patched on its loop
     training = mock.service.training
     original = training.save_weights
 

@@ -20,24 +20,18 @@ import pytest
 import tinker_ref
 from mock_server.embedded import serve
 from mock_server.faults import FaultPlan
+from tests.support.server_state import server_view
+from tests.support.training import datum
 from tinker_ref._proto.tinker_ref.training.v1 import training_pb2 as pb
 from tinker_ref._proto.tinker_ref.training.v1.training_pb2_grpc import TrainingServiceStub
-from tinker_ref.types import AdamParams, Datum, ModelInput
+from tinker_ref.types import AdamParams
 
 MODEL = "tinker-ref/tiny-bytes"
 KEY = "tml-grpc-faults"
 
 
-def _datum(text: bytes) -> Datum:
-    tokens = list(text)
-    return Datum(
-        ModelInput.from_ints(tokens[:-1]),
-        {"target_tokens": tokens[1:], "weights": [1.0] * (len(tokens) - 1)},
-    )
-
-
-TRAIN = [_datum(b"the cat sat"), _datum(b"on the mat")]
-PROBE = [_datum(b"a dog ran far")]
+TRAIN = [datum(b"the cat sat"), datum(b"on the mat")]
+PROBE = [datum(b"a dog ran far")]
 
 
 def run(plan: FaultPlan | None) -> dict[str, Any]:
@@ -55,17 +49,7 @@ def run(plan: FaultPlan | None) -> dict[str, Any]:
             probe = training.forward(PROBE, "cross_entropy").result(timeout=60)
         finally:
             client.close()
-
-        def server_view() -> dict[str, Any]:
-            model = mock.service.ctx.registry.models[training.model_id]
-            assert model.training is not None
-            return {
-                "digest": model.training.digest(include_optimizer=True),
-                "executed": [event.op for event in model.history],
-                "records": [record.to_json() for record in mock.service.records.records()],
-            }
-
-        view: dict[str, Any] = mock.call(server_view)
+        view = server_view(mock, training.model_id)
     view["probe"] = [out["logprobs"].tolist() for out in probe.loss_fn_outputs]
     return view
 

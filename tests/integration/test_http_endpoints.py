@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from mock_server.service.config import CLIENT_CONFIG_DEFAULTS
-from tests.integration.conftest import MakeMockApi
-from tests.support.http_api import PROTOBUF, TINY, MockApi, datum
+from tests.support.http_api import PROTOBUF, TINY, MakeMockApi, MockApi
+from tests.support.training import datum
 
 pytestmark = pytest.mark.asyncio
 

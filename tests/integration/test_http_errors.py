@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import zstandard
 
-from tests.integration.conftest import MakeMockApi
-from tests.support.http_api import PROTOBUF, TINY, MockApi, datum
+from tests.support.http_api import PROTOBUF, TINY, MakeMockApi, MockApi
+from tests.support.training import datum
 from tinker_ref.codec import encode_forward_backward_request
 
 pytestmark = pytest.mark.asyncio

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from tests.integration.conftest import MakeMockApi
-from tests.support.http_api import TINY, MockApi, datum
+from tests.support.http_api import TINY, MakeMockApi, MockApi
+from tests.support.training import datum
 
 pytestmark = pytest.mark.asyncio
 

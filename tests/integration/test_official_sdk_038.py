@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from tests.support.mock_process import MockServer, running_mock_server
+from tests.support.training import datum
 from tinker_ref.codec import decode_forward_backward_output, encode_forward_backward_request
-from tinker_ref.types import Datum, ModelInput
 
 DRIVER = Path(__file__).resolve().parents[1] / "support" / "official_sdk_driver.py"
 CHUNKED_CONFIG = json.dumps(
@@ -215,18 +215,10 @@ def _result(server: MockServer, request_id: str) -> Any:
             return value
 
 
-def _datum(text: bytes) -> Datum:
-    tokens = list(text)
-    return Datum(
-        ModelInput.from_ints(tokens[:-1]),
-        {"target_tokens": tokens[1:], "weights": [1.0] * (len(tokens) - 1)},
-    )
-
-
 @pytest.mark.spec("SEQ-5")
 def test_retried_forward_backward_is_applied_once_by_a_real_server() -> None:
-    train = [_datum(b"retries must not double count"), _datum(b"second datum")]
-    fresh = [_datum(b"held-out evaluation text")]
+    train = [datum(b"retries must not double count"), datum(b"second datum")]
+    fresh = [datum(b"held-out evaluation text")]
     adam = {
         "learning_rate": 0.01,
         "beta1": 0.9,

@@ -40,6 +40,7 @@ BLOCK_TIMEOUT_S = 900
 # Canonical command (shell words, comments dropped) -> why this test does not run it.
 EXCLUDED = {
     "make test": "this test is part of `make test` (CI's .ci/run): running it would recurse",
+    "make test-fast": "its tests (tests/unit, tests/property) run in `make test` beside this one",
     "make generate": "run by `make checkgenerate`, a prerequisite of `make test`; here it would "
     "rewrite tinker_ref/_proto while other tests import it",
     "make checkgenerate": "a prerequisite of `make test`, run before pytest starts",

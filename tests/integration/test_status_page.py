@@ -28,6 +28,7 @@ import torch
 
 import tinker_ref.mock
 from mock_server.testing import MockServer
+from tests.support.training import datum
 from tinker_ref import ServiceClient, types
 from tinker_ref.codec import decode_forward_backward_output, encode_forward_backward_request
 
@@ -40,16 +41,11 @@ TEXT = b"the status page draws this loss curve"
 def train(mock: MockServer, steps: int) -> str:
     with ServiceClient(base_url=mock.url, api_key=mock.api_key) as service:
         training = service.create_lora_training_client("tinker-ref/tiny-bytes", rank=4, seed=0)
-        tokens = list(TEXT)
-        datum = types.Datum(
-            model_input=types.ModelInput.from_ints(tokens[:-1]),
-            loss_fn_inputs={"target_tokens": tokens[1:], "weights": [1.0] * (len(tokens) - 1)},
-        )
         for _ in range(steps):
-            training.forward_backward([datum], "cross_entropy").result()
+            training.forward_backward([datum(TEXT)], "cross_entropy").result()
             training.optim_step(types.AdamParams(learning_rate=2e-2)).result()
         # A forward-only pass is not training: it must not appear on the curve.
-        training.forward([datum], "cross_entropy").result()
+        training.forward([datum(TEXT)], "cross_entropy").result()
         return training.model_id
 
 
@@ -300,20 +296,7 @@ PAIRS = [(b"the answer is yes", b"the answer is no!"), (b"good: 42", b"bad: 41")
 
 def margin_datums() -> list[types.Datum]:
     """(chosen, rejected) pairs as full-sequence datums; the custom loss is a margin loss."""
-    data = []
-    for pair in PAIRS:
-        for text in pair:
-            tokens = list(text)
-            data.append(
-                types.Datum(
-                    model_input=types.ModelInput.from_ints(tokens[:-1]),
-                    loss_fn_inputs={
-                        "target_tokens": tokens[1:],
-                        "weights": [1.0] * (len(tokens) - 1),
-                    },
-                )
-            )
-    return data
+    return [datum(text) for pair in PAIRS for text in pair]
 
 
 def custom_loss_step(raw: Raw, model_id: str, seq_id: int, report: bool, sdk_header: bool) -> float:

@@ -22,22 +22,22 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mock_server.embedded import EmbeddedServer, serve
+from mock_server.embedded import EmbeddedServer
+from mock_server.testing import MockServer
+from tests.support.training import token_mean_nll
 from tinker_ref import ServiceClient, TrainingClient, types
 
 MODEL = "tinker-ref/tiny-bytes"  # vocabulary 259
 ADAM = types.AdamParams(learning_rate=1e-2)
 
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[EmbeddedServer]:
-    with serve(seed=0, record_tensors=True) as server:
-        yield server
+# One mock for the module (the shipped `tinker_mock_module` fixture: hypothesis tests may not
+# use function-scoped ones), recording every request body with its tensor values.
+pytestmark = pytest.mark.tinker_mock(seed=0, record_tensors=True)
 
 
 @pytest.fixture(scope="module")
-def service(mock: EmbeddedServer) -> Iterator[ServiceClient]:
-    with ServiceClient(base_url=mock.url, api_key="tml-properties") as client:
+def service(tinker_mock_module: MockServer) -> Iterator[ServiceClient]:
+    with ServiceClient(base_url=tinker_mock_module.url, api_key="tml-properties") as client:
         yield client
 
 
@@ -110,14 +110,17 @@ def recording(loss_fn: Any, seen: list[torch.Tensor]) -> Any:
 @pytest.mark.spec("CL-4", "CL-7")
 @given(batch=datums(), permutation_seed=st.integers(0, 2**16))
 def test_weights_sent_for_each_datum_are_minus_its_own_gradient_in_any_order(
-    mock: EmbeddedServer, training: TrainingClient, batch: list[types.Datum], permutation_seed: int
+    tinker_mock_module: MockServer,
+    training: TrainingClient,
+    batch: list[types.Datum],
+    permutation_seed: int,
 ) -> None:
     order = np.random.default_rng(permutation_seed).permutation(len(batch)).tolist()
     for arrangement in (batch, [batch[i] for i in order]):
         seen: list[torch.Tensor] = []
         loss_fn = recording(weighted_square_loss, seen)
         training.forward_backward_custom(arrangement, loss_fn).result(timeout=60)
-        sent = last_backward(mock, training.model_id)["data"]
+        sent = last_backward(tinker_mock_module.embedded, training.model_id)["data"]
         assert len(sent) == len(arrangement)
         for datum, logprobs, record in zip(arrangement, seen, sent, strict=True):
             assert record["tokens"] == datum.model_input.to_ints()
@@ -215,12 +218,6 @@ def linear_loss(
     ).sum(), {}
 
 
-def mean_nll(
-    data: list[types.Datum], logprobs: list[torch.Tensor]
-) -> tuple[torch.Tensor, dict[str, float]]:
-    return -torch.cat(logprobs).mean(), {}
-
-
 @pytest.mark.spec("DET-4", "CL-11")
 @given(batch=datums(max_size=4), loss=st.sampled_from(["linear", "mean_nll"]))
 def test_custom_loss_then_optim_step_equals_the_builtin_loss_bit_for_bit(
@@ -234,7 +231,7 @@ def test_custom_loss_then_optim_step_equals_the_builtin_loss_bit_for_bit(
     else:
         # mean NLL over all N target tokens == cross_entropy with weights 1/N (spec DET-4).
         n = sum(d.model_input.length for d in batch)
-        loss_fn = mean_nll
+        loss_fn = token_mean_nll
         builtin_data = [
             types.Datum(
                 model_input=d.model_input,

@@ -7,21 +7,19 @@ semantics) is the suite's own, so logprobs, `loss:sum`, `surrogate_loss:sum`, us
 and optimizer metrics are compared bit for bit. The server forces chunking (3 datums per
 request, first chunk sent last) and runs with two API keys, so cross-key isolation is checked.
 
-Profiles (HYPOTHESIS_PROFILE, see conftest.py): "dev" is the CI default (fast), "ci" the deep
+Profiles (HYPOTHESIS_PROFILE, see tests/conftest.py): "dev" is the CI default (fast), "ci" the deep
 run. With `--tinker-base-url` the same machine runs against that backend too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import settings
 from torch import Tensor
 
-from mock_server.embedded import EmbeddedServer, serve
 from mock_server.engine.catalog import get_spec
 from mock_server.engine.model import (
     BaseWeights,
@@ -30,21 +28,33 @@ from mock_server.engine.model import (
     init_base_weights,
     target_logprobs,
 )
+from mock_server.testing import MockServer
 from tinker_ref.testing import BackendConfig, run_state_machine, with_capabilities
 
 SERVER_SEED = 0
 API_KEY, OTHER_API_KEY = "tml-state-machine", "tml-intruder"
 # (examples, steps per example, minimum steps run) per profile: "dev" is CI's fast run,
-# "ci" the deep one. The minimum fails the test if hypothesis stops exploring.
-# Per transport; both transports together give CI's fast run >= 200 steps.
-PROFILES = {"dev": (8, 15, 100), "ci": (60, 50, 2000)}
+# "ci" the deep one, "fast" a smoke run for `make test-fast`. The minimum fails the test if
+# hypothesis stops exploring. Per transport; both transports together give CI's fast run >= 200
+# steps.
+PROFILES = {"dev": (8, 15, 100), "ci": (60, 50, 2000), "fast": (3, 10, 20)}
 # Shrinking a failure replays examples for up to hypothesis's 5-minute shrink budget; the
 # default 300 s pytest timeout would kill it before it prints the shrunk reproduction.
 SHRINK_TIMEOUT = pytest.mark.timeout(1200)
 # What the machine checks against any backend (within tolerance): the spec's per-token loss
 # sums, the custom-loss metric rewrite, checkpoints that continue a run, reused seq_ids refused,
 # invalid requests refused without effect. Against the mock it checks more, bit for bit.
-pytestmark = pytest.mark.spec("LOSS-4", "CL-13", "CKPT-2", "SEQ-7", "WIRE-14")
+# The mock (the shipped `tinker_mock_module` fixture) serves both front ends, forces chunking
+# (3 datums per request) and admits two keys, so cross-key isolation is checked.
+pytestmark = [
+    pytest.mark.spec("LOSS-4", "CL-13", "CKPT-2", "SEQ-7", "WIRE-14"),
+    pytest.mark.tinker_mock(
+        grpc=True,
+        seed=SERVER_SEED,
+        api_keys=[API_KEY, OTHER_API_KEY],
+        client_config_overrides={"fwdbwd_max_chunk_len": 3},
+    ),
+]
 BITWISE_AGAINST_THE_REFERENCE = pytest.mark.spec(
     "LOSS-9",
     "LOSS-10",
@@ -100,18 +110,15 @@ def _profile() -> tuple[int, int, int]:
     return PROFILES.get(settings.get_current_profile_name(), PROFILES["dev"])
 
 
-@pytest.fixture(scope="module")
-def mock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
-    keys = tmp_path_factory.mktemp("keys") / "api-keys"
-    keys.write_text(f"{API_KEY}\n{OTHER_API_KEY}\n")
-    with serve(
-        grpc=True,
-        seed=SERVER_SEED,
-        data_dir=Path(tmp_path_factory.mktemp("checkpoints")),
-        api_keys_file=keys,
-        client_config_overrides={"fwdbwd_max_chunk_len": 3},
-    ) as server:
-        yield server
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """The engine's setting for the whole module, the in-process mock's start included; same
+    thread count => same reductions. torch's thread count is process-wide: it is restored
+    afterwards, so the later tests of this worker keep theirs."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _mock_config(base_url: str, transport: str) -> BackendConfig:
@@ -127,9 +134,10 @@ def _mock_config(base_url: str, transport: str) -> BackendConfig:
 
 @BITWISE_AGAINST_THE_REFERENCE
 @SHRINK_TIMEOUT
-def test_state_machine_over_http_matches_the_reference_bitwise(mock: EmbeddedServer) -> None:
-    torch.set_num_threads(1)  # the engine's setting; same thread count => same reductions
-    run = run_state_machine(_mock_config(mock.url, "http"), _run_settings())
+def test_state_machine_over_http_matches_the_reference_bitwise(
+    tinker_mock_module: MockServer,
+) -> None:
+    run = run_state_machine(_mock_config(tinker_mock_module.url, "http"), _run_settings())
     print(f"state machine over HTTP: {run} steps")
     assert run >= _profile()[2], f"only {run} steps ran"
 
@@ -137,9 +145,11 @@ def test_state_machine_over_http_matches_the_reference_bitwise(mock: EmbeddedSer
 @BITWISE_AGAINST_THE_REFERENCE
 @pytest.mark.spec("WIRE-16")
 @SHRINK_TIMEOUT
-def test_state_machine_over_grpc_matches_the_reference_bitwise(mock: EmbeddedServer) -> None:
-    torch.set_num_threads(1)
-    run = run_state_machine(_mock_config(mock.grpc_target, "grpc"), _run_settings())
+def test_state_machine_over_grpc_matches_the_reference_bitwise(
+    tinker_mock_module: MockServer,
+) -> None:
+    target = tinker_mock_module.grpc_target
+    run = run_state_machine(_mock_config(target, "grpc"), _run_settings())
     print(f"state machine over gRPC: {run} steps")
     assert run >= _profile()[2], f"only {run} steps ran"
 

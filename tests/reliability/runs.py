@@ -18,18 +18,12 @@ from safetensors.torch import load_file
 
 import tinker_ref
 from mock_server.embedded import serve
+from tests.support.training import datum
 from tinker_ref import types
 
 BASE_MODEL = "tinker-ref/tiny-bytes"
 ADAM = types.AdamParams(learning_rate=2e-2, beta1=0.9, beta2=0.95, eps=1e-8)
 LORA_SEED = 11
-
-
-def datum(tokens: list[int]) -> types.Datum:
-    return types.Datum(
-        model_input=types.ModelInput.from_ints(tokens[:-1]),
-        loss_fn_inputs={"target_tokens": tokens[1:], "weights": [1.0] * (len(tokens) - 1)},
-    )
 
 
 def batch(step: int, size: int = 4, length: int = 12) -> list[types.Datum]:

@@ -13,7 +13,6 @@ import pytest
 import tinker_ref
 from mock_server.embedded import serve
 from mock_server.engine import AdamConfig, TrainingModel
-from tests.integration.conftest import MakeMockApi
 from tests.reliability.runs import (
     ADAM,
     BASE_MODEL,
@@ -23,7 +22,8 @@ from tests.reliability.runs import (
     pairwise_loss,
     reference_digest,
 )
-from tests.support.http_api import TINY, datum
+from tests.support.http_api import TINY, MakeMockApi
+from tests.support.training import datum
 
 TOKENS = [1, 5, 9, 12, 3, 7]
 

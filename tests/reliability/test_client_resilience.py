@@ -22,6 +22,7 @@ import tinker_ref
 from mock_server.embedded import EmbeddedServer, serve
 from mock_server.faults import FaultPlan
 from tests.reliability.runs import BASE_MODEL, LORA_SEED, batch, train_steps
+from tests.support.server_state import server_view
 from tinker_ref import errors, types
 from tinker_ref.retry import RetryConfig
 from tinker_ref.service_client import ClientOptions
@@ -40,20 +41,6 @@ def client_for(
     return tinker_ref.ServiceClient(
         base_url=address, api_key=KEY, transport=transport, options=options
     )
-
-
-def server_view(mock: EmbeddedServer, model_id: str) -> dict[str, Any]:
-    def view() -> dict[str, Any]:
-        model = mock.service.ctx.registry.models[model_id]
-        assert model.training is not None
-        return {
-            "digest": model.training.digest(include_optimizer=True),
-            "executed": [event.op for event in model.history],
-            "records": [record.to_json() for record in mock.service.records.records()],
-        }
-
-    result: dict[str, Any] = mock.call(view)
-    return result
 
 
 def train(

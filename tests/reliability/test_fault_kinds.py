@@ -19,7 +19,6 @@ is left to tinker_ref here.
 from __future__ import annotations
 
 import sys
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ from tests.reliability.runs import (
 )
 from tests.support.scenario_run import run_client_scenario
 from tests.support.sdk_venv import ensure_sdk_venv
+from tests.support.server_state import request_ids_per_seq_id, server_view
 from tinker_ref.transport.http import HttpOptions, HttpTransport
 
 CHUNKED = {"fwdbwd_max_chunk_len": 2}  # 6 DPO datums -> 3 concurrent POSTs per phase
@@ -68,28 +68,8 @@ def run_scenario(python: Path | str, sdk: str, plan: FaultPlan | None) -> dict[s
     """The scenario against a fresh mock (with `plan`); its output plus what the server saw."""
     with serve(seed=0, client_config_overrides=CHUNKED, fault_plan=plan) as mock:
         result = run_client_scenario(python, sdk, "http", mock.url)
-
-        def server_view() -> dict[str, Any]:
-            model = mock.service.ctx.registry.models[result["model_id"]]
-            assert model.training is not None
-            return {
-                "digest": model.training.digest(include_optimizer=True),
-                "executed": [event.op for event in model.history],
-                "records": [record.to_json() for record in mock.service.records.records()],
-            }
-
-        result.update(mock.call(server_view))
+        result.update(server_view(mock, result["model_id"]))
     return result
-
-
-def request_ids_per_seq_id(records: list[dict[str, Any]]) -> dict[tuple[str, int], set[str]]:
-    """(model_id, seq_id) -> every request_id the server answered for it (retries included)."""
-    seen: dict[tuple[str, int], set[str]] = defaultdict(set)
-    for record in records:
-        body = record["body"]
-        if record["seq_id"] is not None and record["request_id"] and isinstance(body, dict):
-            seen[(str(body.get("model_id")), record["seq_id"])].add(record["request_id"])
-    return seen
 
 
 def assert_same_end_and_nothing_twice(faulted: dict[str, Any], clean: dict[str, Any]) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -35,14 +34,15 @@ from mock_server.http import create_app
 from mock_server.service import ServerConfig
 from mock_server.service.ids import IdMinter
 from tests.reliability.runs import ADAM, BASE_MODEL, batch
+from tests.support.profiles import examples
 from tests.support.strategies import datums
 from tinker_ref import types
 from tinker_ref.codec import encode_forward_backward_request
 
 pytestmark = pytest.mark.spec("WIRE-13", "WIRE-14")
 
-# Per strategy below (x5); HYPOTHESIS_PROFILE=ci is the deep run (tests/property/conftest.py).
-FUZZ_EXAMPLES = 1000 if os.environ.get("HYPOTHESIS_PROFILE") == "ci" else 200
+# Per strategy below (x5); HYPOTHESIS_PROFILE=ci is the deep run (profiles: tests/conftest.py).
+FUZZ_EXAMPLES = examples(200, ci=1000)
 FAR_SEQ = 1_000_000  # a seq_id no victim will reach: a body that happens to be valid is buffered
 API_KEY = "tml-fuzzer"
 

@@ -46,7 +46,9 @@ from mock_server.service.requests import (
     SaveWeightsForSampler,
 )
 from mock_server.service.state import require_training
+from tests.support.profiles import examples
 from tests.support.strategies import datums, loss_fn_configs
+from tests.support.training import datum
 from tinker_ref import types
 
 PRINCIPAL = Principal("key-journal-test")
@@ -57,7 +59,7 @@ def _round_trip(value: object) -> object:
     return decode(json.loads(json.dumps(encode(value), allow_nan=False)))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(
     data=st.lists(datums(), max_size=3),
     config=loss_fn_configs,
@@ -142,11 +144,7 @@ async def _train(service: TinkerService) -> tuple[str, list[str]]:
     seq_id = 1
     for step in range(2):
         tokens = [(step * 5 + i) % 200 for i in range(10)]
-        datum = types.Datum(
-            model_input=types.ModelInput.from_ints(tokens[:-1]),
-            loss_fn_inputs={"target_tokens": tokens[1:], "weights": [1.0] * 9},
-        )
-        fb = ForwardBackward(model_id, seq_id, (datum,), "cross_entropy", {}, False)
+        fb = ForwardBackward(model_id, seq_id, (datum(tokens),), "cross_entropy", {}, False)
         request_ids.append((await service.training.forward_backward(PRINCIPAL, fb)).request_id)
         step_req = OptimStep(model_id, seq_id + 1, AdamStep(learning_rate=0.05))
         request_ids.append((await service.training.optim_step(PRINCIPAL, step_req)).request_id)

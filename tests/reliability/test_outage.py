@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -26,6 +25,7 @@ import pytest
 from mock_server.embedded import serve
 from mock_server.faults import FaultPlan
 from tests.support.scenario_run import run_client_scenario
+from tests.support.server_state import request_ids_per_seq_id, server_view
 
 log = logging.getLogger(__name__)
 OUTAGE_SECONDS = 120
@@ -49,27 +49,8 @@ def scenario(transport: str, plan: FaultPlan | None) -> dict[str, Any]:
     with serve(grpc=True, seed=0, client_config_overrides=CHUNKED, fault_plan=plan) as mock:
         address = mock.grpc_target if transport == "grpc" else mock.url
         result = run_client_scenario(sys.executable, "tinker_ref", transport, address, timeout=500)
-
-        def server_view() -> dict[str, Any]:
-            model = mock.service.ctx.registry.models[result["model_id"]]
-            assert model.training is not None
-            return {
-                "digest": model.training.digest(include_optimizer=True),
-                "executed": [event.op for event in model.history],
-                "records": [record.to_json() for record in mock.service.records.records()],
-            }
-
-        result.update(mock.call(server_view))
+        result.update(server_view(mock, result["model_id"]))
     return result
-
-
-def request_ids_per_seq_id(records: list[dict[str, Any]]) -> dict[tuple[str, int], set[str]]:
-    seen: dict[tuple[str, int], set[str]] = defaultdict(set)
-    for record in records:
-        body = record["body"]
-        if record["seq_id"] is not None and record["request_id"] and isinstance(body, dict):
-            seen[(str(body.get("model_id")), record["seq_id"])].add(record["request_id"])
-    return seen
 
 
 @pytest.mark.timeout(600)

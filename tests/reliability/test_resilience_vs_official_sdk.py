@@ -23,6 +23,7 @@ from mock_server.embedded import serve
 from mock_server.faults import FaultPlan
 from tests.support.scenario_run import run_client_scenario
 from tests.support.sdk_venv import ensure_sdk_venv
+from tests.support.server_state import server_view
 
 PROBE = Path(__file__).parents[1] / "support" / "resilience_probe.py"
 JWT = {"pjwt_auth_enabled": True}
@@ -43,16 +44,7 @@ RATE_LIMITED_SAMPLES = FaultPlan.from_json(
 def training_run(python: Path | str, sdk: str, plan: FaultPlan | None) -> dict[str, Any]:
     with serve(seed=0, client_config_overrides=JWT, fault_plan=plan) as mock:
         result = run_client_scenario(python, sdk, "http", mock.url)
-
-        def server_view() -> dict[str, Any]:
-            model = mock.service.ctx.registry.models[result["model_id"]]
-            assert model.training is not None
-            return {
-                "digest": model.training.digest(include_optimizer=True),
-                "records": [record.to_json() for record in mock.service.records.records()],
-            }
-
-        result.update(mock.call(server_view))
+        result.update(server_view(mock, result["model_id"]))
     return result
 
 

@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 
 from mock_server.cli import build_parser, config_from_args
 from mock_server.service import ServerConfig
-from tests.integration.conftest import MakeMockApi
-from tests.support.http_api import TINY, MockApi, datum
+from tests.support.http_api import TINY, MakeMockApi, MockApi
+from tests.support.profiles import examples
+from tests.support.training import datum
 
 TOKENS = [1, 5, 9, 12, 3, 7]
 REPO = Path(__file__).resolve().parents[2]
@@ -186,7 +187,7 @@ async def test_checkpoint_names_and_tinker_paths_cannot_leave_the_data_directory
 
 
 @pytest.mark.spec("CKPT-9")
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(name=st.text(max_size=140))
 def test_any_name_that_passes_validation_stays_one_directory_below_its_kind(name: str) -> None:
     from mock_server.service.checkpoints import CheckpointStore, parse_address

@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from tests.integration.conftest import MakeMockApi
-from tests.support.http_api import datum
+from tests.support.http_api import MakeMockApi
+from tests.support.training import datum
 
 TOKENS = [1, 5, 9, 12, 3, 7]
 

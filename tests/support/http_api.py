@@ -10,7 +10,7 @@ is no longer `try_again`. Tests reach the server's state (models, request record
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import zstandard
@@ -23,23 +23,11 @@ from tinker_ref.codec import (
     decode_sample_response,
     encode_forward_backward_request,
 )
-from tinker_ref.types import Datum, ForwardBackwardOutput, ModelInput, SampleResponse
+from tinker_ref.types import Datum, ForwardBackwardOutput, SampleResponse
 
 API_KEY = "tml-test"
 PROTOBUF = "application/x-protobuf"
 TINY = "tinker-ref/tiny-64"  # vocabulary 64: token ids 0..63
-
-
-def datum(tokens: Sequence[int], weights: Sequence[float] | None = None) -> Datum:
-    """Next-token datum: input tokens[:-1], targets tokens[1:], weights 1 unless given."""
-    targets = list(tokens[1:])
-    return Datum(
-        ModelInput.from_ints(list(tokens[:-1])),
-        {
-            "target_tokens": targets,
-            "weights": list(weights) if weights is not None else [1.0] * len(targets),
-        },
-    )
 
 
 class ApiError(AssertionError):
@@ -209,3 +197,8 @@ class MockApi:
         if training is None:
             raise ApiError(f"model {model_id} has no weights")
         return training.digest(include_optimizer=True)
+
+
+# The `make_mock_api` fixture (tests/support/fixtures.py): `await make_mock_api(**overrides)`
+# starts a fresh in-process app with `ServerConfig` overrides (plus `api_key=` for the client).
+MakeMockApi = Callable[..., Awaitable[MockApi]]

@@ -8,6 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.profiles import examples
 from tinker_ref.custom_loss import forward_phase_data, run_custom_loss
 from tinker_ref.errors import CustomLossError
 from tinker_ref.types import Datum, ModelInput, TensorData
@@ -53,7 +54,7 @@ def test_forward_data_without_target_tokens_is_an_error_naming_the_datum() -> No
 
 
 @pytest.mark.spec("CL-4", "CL-7")
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(
     lengths=st.lists(st.integers(1, 6), min_size=1, max_size=5),
     permutation_seed=st.integers(0, 1000),

@@ -8,6 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.profiles import examples
 from tinker_ref.chunking import chunk_data, estimate_datum_bytes
 from tinker_ref.errors import CustomLossError
 from tinker_ref.metrics import combine_chunk_results, merge_custom_loss_metrics, user_metrics
@@ -95,7 +96,7 @@ _values = st.one_of(
 
 
 @pytest.mark.spec("CL-14")
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(st.dictionaries(_keys, _values, max_size=6))
 def test_user_metrics_come_back_with_str_keys_and_python_numbers(raw: dict) -> None:
     converted = user_metrics(raw)
@@ -121,7 +122,7 @@ def test_a_backward_result_without_loss_sum_fails_the_custom_loss_call() -> None
 
 
 @pytest.mark.spec("CL-13")
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(
     server=st.dictionaries(
         st.text(min_size=1, max_size=5).map(lambda s: s + ":sum"), st.floats(-1e6, 1e6)

@@ -16,6 +16,7 @@ from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.profiles import examples
 from tinker_ref._proto.tinker_ref.wire.v1 import wire_pb2
 from tinker_ref.codec import CodecError, decode_tensor, encode_tensor
 from tinker_ref.codec._wire_reader import WireFormatError, read_tensor
@@ -174,7 +175,9 @@ def _mutated(draw: st.DrawFn) -> bytes:
     return bytes(data)
 
 
-_FUZZ = settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_FUZZ = settings(
+    max_examples=examples(600), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 @_FUZZ

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import math
 import operator
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -40,13 +39,14 @@ from tests.support.engine_data import (
     some_gradient_is_nonzero,
     warm_model,
 )
+from tests.support.profiles import examples
 
 pytestmark = pytest.mark.spec("LOSS-15")
 
 Graph = dict[str, Any]
-# The project's hypothesis profiles (tests/property/conftest.py): "dev" by default, "ci" = 10x.
+# 60 examples under the default profile (tests/conftest.py), scaled with the others.
 _PROPERTY = settings(
-    max_examples=600 if os.environ.get("HYPOTHESIS_PROFILE") == "ci" else 60,
+    max_examples=examples(60),
     deadline=None,
     derandomize=True,
     database=None,

@@ -12,6 +12,7 @@ from tests.support.engine_data import QWEN3_8B, TINY_64, TINY_512, TINY_BYTES
 CATALOG = load_catalog()
 
 
+@pytest.mark.slow  # ~30 entries, most with a real 150k-250k vocabulary: ~25 s on 2 cores
 @pytest.mark.parametrize("name", list(CATALOG))
 def test_every_catalogue_entry_loads_scores_its_whole_vocabulary_and_rejects_ids_beyond_it(name):
     spec = CATALOG[name]

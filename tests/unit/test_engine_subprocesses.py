@@ -22,6 +22,9 @@ import pytest
 
 from tests.support.engine_data import TEST_MODELS, determinism_trace, run_python, shared_engine
 
+# Three fresh interpreters with torch and a 152k-vocabulary model: about a minute on 2 cores.
+pytestmark = pytest.mark.slow
+
 # One process per starting thread count, everything at the default config (which pins one
 # thread). The 152k-vocabulary run is kept small: 2 datums x 8 tokens. (Unpinned runs are not
 # tested: whether MKL rounds 1- and 2-thread products alike depends on the host's CPU.)

