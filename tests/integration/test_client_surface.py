@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from mock_server.embedded import EmbeddedServer, serve
+from tests.support.training import datum
 from tinker_ref import SamplingClient, ServiceClient, errors, types
 
 MODEL = "tinker-ref/tiny-bytes"
@@ -18,17 +19,10 @@ TIMEOUT = 60
 
 pytestmark = pytest.mark.spec("WIRE-21")
 
-
-def datum(text: bytes) -> types.Datum:
-    tokens = list(text)
-    weights = [1.0 if i % 2 else 0.5 for i in range(len(tokens) - 1)]
-    return types.Datum(
-        model_input=types.ModelInput.from_ints(tokens[:-1]),
-        loss_fn_inputs={"target_tokens": tokens[1:], "weights": weights},
-    )
-
-
-DATA = [datum(b"the cat sat"), datum(b"a dog ran far")]
+DATA = [  # next-token datums whose weights alternate 0.5, 1.0
+    datum(text, [1.0 if i % 2 else 0.5 for i in range(len(text) - 1)])
+    for text in (b"the cat sat", b"a dog ran far")
+]
 
 
 def weighted_nll(logprobs: torch.Tensor, weights: torch.Tensor) -> Any:

@@ -12,7 +12,8 @@ import pytest
 
 from mock_server.embedded import EmbeddedServer, serve
 from mock_server.service import checkpoint_meta
-from tests.integration.conftest import MakeMockApi
+from tests.support.http_api import MakeMockApi
+from tests.support.training import datum
 from tinker_ref import RestClient, ServiceClient, TrainingClient, errors, types
 
 MODEL = "tinker-ref/tiny-bytes"
@@ -21,16 +22,8 @@ ADAM = types.AdamParams(learning_rate=5e-2)
 TIMEOUT = 60
 
 
-def datum(text: bytes = TEXT) -> types.Datum:
-    tokens = list(text)
-    return types.Datum(
-        model_input=types.ModelInput.from_ints(tokens[:-1]),
-        loss_fn_inputs={"target_tokens": tokens[1:], "weights": [1.0] * (len(tokens) - 1)},
-    )
-
-
 def train_step(training: TrainingClient) -> None:
-    training.forward_backward([datum()], "cross_entropy").result(TIMEOUT)
+    training.forward_backward([datum(TEXT)], "cross_entropy").result(TIMEOUT)
     training.optim_step(ADAM).result(TIMEOUT)
 
 
@@ -171,11 +164,11 @@ def test_copies_and_external_weights_are_checkpoints_like_the_others(
     assert copied_run.base_model == MODEL
     resumed = service.create_training_client_from_state(copy)
     assert (
-        resumed.forward([datum()], "cross_entropy")
+        resumed.forward([datum(TEXT)], "cross_entropy")
         .result(TIMEOUT)
         .loss_fn_outputs[0]["logprobs"]
         .tolist()
-        == training.forward([datum()], "cross_entropy")
+        == training.forward([datum(TEXT)], "cross_entropy")
         .result(TIMEOUT)
         .loss_fn_outputs[0]["logprobs"]
         .tolist()
@@ -216,13 +209,13 @@ def test_features_the_docs_do_not_define_are_refused_by_name_and_change_nothing(
     with pytest.raises(errors.APIStatusError, match=r"optimizer_config\.type"):
         service.create_lora_training_client(MODEL, rank=4, optimizer=types.DimuonOptimizerConfig())
     training = service.create_lora_training_client(MODEL, rank=4, seed=6)
-    before = training.forward([datum()], "cross_entropy").result(TIMEOUT).loss_fn_outputs
+    before = training.forward([datum(TEXT)], "cross_entropy").result(TIMEOUT).loss_fn_outputs
     with pytest.raises(errors.APIStatusError, match=r"optimizer_params\.type"):
         training.optim_step(types.DimuonParams(learning_rate=0.1)).result(TIMEOUT)
     reinforce = types.Datum(
-        model_input=datum().model_input,
+        model_input=datum(TEXT).model_input,
         loss_fn_inputs={
-            "target_tokens": datum().loss_fn_inputs["target_tokens"],
+            "target_tokens": datum(TEXT).loss_fn_inputs["target_tokens"],
             "advantages": [1.0] * (len(TEXT) - 1),
         },
     )
@@ -234,7 +227,7 @@ def test_features_the_docs_do_not_define_are_refused_by_name_and_change_nothing(
             TIMEOUT
         )
     training.optim_step(ADAM).result(TIMEOUT)  # no gradient was accumulated: nothing moves
-    after = training.forward([datum()], "cross_entropy").result(TIMEOUT).loss_fn_outputs
+    after = training.forward([datum(TEXT)], "cross_entropy").result(TIMEOUT).loss_fn_outputs
     assert after[0]["logprobs"].tolist() == before[0]["logprobs"].tolist()
 
 
