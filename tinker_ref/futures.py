@@ -80,7 +80,7 @@ class APIFuture(Generic[T]):
         return self._future.exception(timeout)
 
     def add_done_callback(self, callback: Any) -> None:
-        """Call `callback(future)` once the call finishes (at once if it already has).
+        """Call `callback(future)` once the call finishes.
 
         Args:
             callback: Called with this APIFuture, on the thread that finishes the call (the
