@@ -493,17 +493,17 @@ class TrainingClient(ResolvedClientFuture):
     def load_state_with_optimizer(
         self, path: str, weights_access_token: str | None = None
     ) -> APIFuture[LoadWeightsResponse]:
-        """Load the weights and Adam state of a checkpoint, to continue a run exactly.
+        """Like `load_state`, but the Adam state is loaded too, so the run continues exactly.
 
         Args:
-            path: The checkpoint's tinker path (`tinker://<model_id>/weights/<name>`).
-            weights_access_token: A token for another owner's checkpoint (HTTP only).
+            path: A checkpoint `save_state` wrote, by its `tinker://` path.
+            weights_access_token: Lets this model read a checkpoint another owner shared.
 
         Returns:
-            APIFuture[LoadWeightsResponse]: The loaded path and model id.
+            APIFuture[LoadWeightsResponse]: Once loaded: the path and the model id.
 
         Raises:
-            ConfigurationError: `weights_access_token` over the gRPC transport.
+            ConfigurationError: A `weights_access_token` over gRPC, which does not carry it.
         """
         return self._load(path, True, weights_access_token)
 
