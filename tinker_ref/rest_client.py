@@ -470,16 +470,16 @@ class RestClient(_RestBase):
         return await self.publish_checkpoint_from_tinker_path(tinker_path)
 
     def unpublish_checkpoint_from_tinker_path(self, tinker_path: str) -> APIFuture[None]:
-        """Make a published checkpoint private again.
+        """Undo `publish_checkpoint_from_tinker_path`: make the checkpoint private again.
 
         Args:
-            tinker_path: The checkpoint's `tinker://` path.
+            tinker_path: The published checkpoint's path.
 
         Returns:
-            APIFuture[None]: Done once it is private.
+            APIFuture[None]: Done once the service has made it private.
 
         Raises:
-            ValueError: `tinker_path` is not a checkpoint's tinker path.
+            ValueError: Not a checkpoint's tinker path (checked before anything is sent).
         """
         return self._send("DELETE", f"{self._checkpoint_path(tinker_path)}/publish")
 
