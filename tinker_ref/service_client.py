@@ -352,8 +352,9 @@ class ServiceClient:
             detail: A free-text explanation recorded with the outcome.
 
         Returns:
-            APIFuture[None]: Already complete; its `.result()` raises (an APIError) if the service
-            could not record the finish within `options.close_timeout` (a warning is logged too).
+            APIFuture[None]: Already complete; its `.result()` raises the error (a TinkerError,
+            e.g. APITimeoutError after `options.close_timeout`) if the service could not record
+            the finish (a warning is logged too).
             `close()` itself does not raise for that.
 
         Raises:
@@ -488,8 +489,8 @@ class ServiceClient:
 
         Raises:
             ConfigurationError: A non-Adam `optimizer` over the gRPC transport.
-            APIStatusError: The service refused the model (e.g. BadRequestError for an
-                unknown base model).
+            APIError: The service refused or failed the request (an APIStatusError such as
+                BadRequestError, or RequestFailedError).
             SessionGoneError: The service ended this client's session.
 
         Example:
