@@ -18,28 +18,74 @@ T = TypeVar("T")
 
 
 class APIFuture(Generic[T]):
-    """The eventual result of one client call."""
+    """The eventual result of one client call.
+
+    Wait for it from plain code (`.result(timeout=...)`) or await it from any event loop
+    (`await future`). If the call failed, both raise its error: an APIError subclass
+    (RequestFailedError, APIStatusError, APIConnectionError, SessionGoneError), or
+    ClientPoisonedError, CustomLossError, ValueError where the call says so.
+
+    Args:
+        future: The concurrent future the client's event loop completes.
+    """
 
     def __init__(self, future: concurrent.futures.Future[T]) -> None:
         self._future = future
 
     def result(self, timeout: float | None = None) -> T:
-        """Block until the result is there; TimeoutError after `timeout` seconds."""
+        """Block until the result is there, and return it.
+
+        Args:
+            timeout: Seconds to wait at most; None: wait as long as it takes.
+
+        Returns:
+            T: The call's result.
+
+        Raises:
+            TimeoutError: No result within `timeout` seconds (the call goes on).
+        """
         return self._future.result(timeout)
 
     async def result_async(self) -> T:
+        """Wait for the result without blocking the running event loop (what `await future` does).
+
+        Returns:
+            T: The call's result; the call's error is raised instead if it failed.
+        """
         return await asyncio.wrap_future(self._future)
 
     def __await__(self) -> Generator[Any, None, T]:
         return self.result_async().__await__()
 
     def done(self) -> bool:
+        """Say whether the call has finished (with a result or an error).
+
+        Returns:
+            bool: True once finished.
+        """
         return self._future.done()
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
+        """Block until the call finishes and return its error, if any.
+
+        Args:
+            timeout: Seconds to wait at most; None: wait as long as it takes.
+
+        Returns:
+            BaseException | None: The call's error, or None if it succeeded.
+
+        Raises:
+            TimeoutError: The call did not finish within `timeout` seconds.
+        """
         return self._future.exception(timeout)
 
     def add_done_callback(self, callback: Any) -> None:
+        """Call `callback(future)` once the call finishes.
+
+        Args:
+            callback: Called with this APIFuture, on the thread that finishes the call (the
+                client's event loop), or at once on the caller's if it already has.
+        """
         self._future.add_done_callback(lambda _: callback(self))
 
 
@@ -55,6 +101,14 @@ class ResolvedClientFuture:
     """
 
     def result(self, timeout: float | None = None) -> Self:
+        """Return this client, as SDK 0.38's "future of a client" resolves to it.
+
+        Args:
+            timeout: Accepted for the SDK's signature; the client is already there.
+
+        Returns:
+            Self: This client.
+        """
         return self
 
     def __await__(self) -> Generator[Any, None, Self]:

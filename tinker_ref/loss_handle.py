@@ -66,7 +66,17 @@ _HOST_METHODS = frozenset({"item", "numpy", "tolist"})  # leave torch: not trace
 
 @dataclass(frozen=True)
 class LossHandle:
-    """A loss made by `ServiceClient.create_custom_loss`; pass it to `forward_backward_custom`."""
+    """A loss made by `ServiceClient.create_custom_loss`; pass it to `forward_backward_custom`.
+
+    Attributes:
+        name: The loss function's name.
+        inputs: Its inputs with their ranks: `logprobs` first, then the `loss_fn_inputs` keys
+            it reads, in its parameters' order.
+        session_id: The session that created it; only that session's clients can use it.
+        graph: The traced function (torch.fx), what runs client-side.
+        loss_id: The server's id once uploaded (then it runs on the server); None: it runs
+            client-side.
+    """
 
     name: str
     inputs: tuple[CustomLossInput, ...]  # logprobs first, then the loss_fn_inputs it reads
@@ -76,13 +86,14 @@ class LossHandle:
 
     @property
     def key(self) -> str:
-        """Identifies the traced loss, so a session creates each loss once."""
+        """A digest of the traced code and inputs, so a session creates each loss once."""
         digest = hashlib.sha256(self.graph.code.encode())
         digest.update(repr(tuple((i.name, i.rank) for i in self.inputs)).encode())
         return digest.hexdigest()
 
     @property
     def input_names(self) -> tuple[str, ...]:
+        """The `loss_fn_inputs` keys the loss reads, in order (`logprobs` not included)."""
         return tuple(loss_input.name for loss_input in self.inputs[1:])
 
 

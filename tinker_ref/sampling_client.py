@@ -46,6 +46,19 @@ if TYPE_CHECKING:
 
 
 class SamplingClient(ResolvedClientFuture):
+    """Samples and prompt logprobs from saved weights or a base model.
+
+    Made by `ServiceClient.create_sampling_client`,
+    `TrainingClient.save_weights_and_get_sampling_client`, `SamplingClient.create` or
+    `SamplingClient.from_sampler_handle`, not constructed directly. The client is its own
+    resolved future: `.result()` and `await` give it back.
+
+    Args:
+        service: The ServiceClient whose session the sampler belongs to.
+        sampling_session_id: The sampling session's id.
+        base_model: The base model's name.
+    """
+
     def __init__(self, service: ServiceClient, sampling_session_id: str, base_model: str) -> None:
         self.service = service
         self.sampling_session_id = sampling_session_id
@@ -58,7 +71,10 @@ class SamplingClient(ResolvedClientFuture):
 
     @property
     def retry_config(self) -> RetryConfig | None:
-        """The knobs of this client's own retry policy (None: its ServiceClient's policy)."""
+        """The knobs of this client's own retry policy (None: its ServiceClient's policy).
+
+        Setting it to anything but a RetryConfig or None raises ConfigurationError.
+        """
         return self._retry.config if self._retry is not None else None
 
     @retry_config.setter
@@ -93,12 +109,38 @@ class SamplingClient(ResolvedClientFuture):
         prompt_alt_tokens_k: int = 0,
         prompt_logprobs_last_n: int | None = None,
     ) -> APIFuture[SampleResponse]:
-        """`num_samples` completions of `prompt`; a `sampling_params.seed` makes them repeatable.
+        """Generate `num_samples` completions of `prompt`.
 
-        Options as in SDK 0.38: `topk_prompt_logprobs` / `topk_sample_logprobs` (top-k per
-        prompt / sampled position), `target_prompt_logprobs` (int64 `[len(prompt) - 1, K]`
-        token ids to score, -1 = none), `prompt_alt_tokens_k` (draws per prompt position),
-        `prompt_logprobs_last_n` (score only the last N prompt tokens)."""
+        Args:
+            prompt: The prompt's tokens.
+            num_samples: How many completions to generate.
+            sampling_params: Max tokens, temperature, top-k/top-p, stop sequences and `seed`
+                (a seed makes the samples repeatable).
+            include_prompt_logprobs: Also return the logprob of each prompt token.
+            topk_prompt_logprobs: Also return the top-k alternatives per prompt position.
+            topk_sample_logprobs: Also return the top-k alternatives per sampled position.
+            target_prompt_logprobs: int64 `[len(prompt) - 1, K]` token ids to score at each
+                prompt position (-1: none).
+            prompt_alt_tokens_k: Tokens to draw per prompt position.
+            prompt_logprobs_last_n: Score only the last N prompt tokens (needs
+                `include_prompt_logprobs`).
+
+        Returns:
+            APIFuture[SampleResponse]: The sequences (tokens, logprobs, stop reason) and the
+            prompt logprobs asked for.
+
+        Raises:
+            ValueError: An option is malformed (checked before anything is sent).
+            ConfigurationError: Over gRPC, an option the gRPC service does not carry.
+            RuntimeError: From the future: the server ignored `prompt_alt_tokens_k` or
+                `prompt_logprobs_last_n` (it predates them).
+
+        Example:
+            >>> params = types.SamplingParams(max_tokens=20, temperature=0.7, seed=1)
+            >>> prompt = types.ModelInput.from_ints(tokenizer.encode("The capital of France is"))
+            >>> response = sampler.sample(prompt, num_samples=4, sampling_params=params).result()
+            >>> [sequence.tokens for sequence in response.sequences]
+        """
         _check_sample_options(
             target_prompt_logprobs,
             prompt_alt_tokens_k,
@@ -164,8 +206,19 @@ class SamplingClient(ResolvedClientFuture):
     def compute_logprobs(
         self, prompt: ModelInput, prompt_logprobs_last_n: int | None = None
     ) -> APIFuture[list[float | None]]:
-        """log p(token_t | tokens_<t) for every prompt token; None for the first (and, with
-        `prompt_logprobs_last_n=N`, for every token before the last N)."""
+        """Compute log p(token_t | tokens before t) for every token of `prompt`.
+
+        Args:
+            prompt: The tokens to score.
+            prompt_logprobs_last_n: Score only the last N tokens; None: all of them.
+
+        Returns:
+            APIFuture[list[float | None]]: One value per token; None for the first (and, with
+            `prompt_logprobs_last_n`, for every token before the last N).
+
+        Raises:
+            ValueError: `prompt_logprobs_last_n` is below 1.
+        """
         inner = self.sample(
             prompt,
             1,
@@ -194,6 +247,11 @@ class SamplingClient(ResolvedClientFuture):
         prompt_alt_tokens_k: int = 0,
         prompt_logprobs_last_n: int | None = None,
     ) -> SampleResponse:
+        """Async version of `sample`.
+
+        Returns:
+            SampleResponse: The result itself (not a future), as in SDK 0.38.
+        """
         return await self.sample(
             prompt,
             num_samples,
@@ -209,31 +267,60 @@ class SamplingClient(ResolvedClientFuture):
     async def compute_logprobs_async(
         self, prompt: ModelInput, prompt_logprobs_last_n: int | None = None
     ) -> list[float | None]:
+        """Async version of `compute_logprobs`.
+
+        Returns:
+            list[float | None]: The logprobs themselves (not a future).
+        """
         return await self.compute_logprobs(prompt, prompt_logprobs_last_n)
 
     def get_base_model(self) -> str:
-        """The base model's name, known since the client was made (no request)."""
+        """Return the base model's name, known since the client was made (no request).
+
+        Returns:
+            str: The base model's name.
+        """
         return self.base_model
 
     async def get_base_model_async(self) -> str:
+        """Async version of `get_base_model`.
+
+        Returns:
+            str: The base model's name.
+        """
         return self.base_model
 
     def get_tokenizer(self) -> Any:
-        """The base model's tokenizer (see tinker_ref/tokenizers.py)."""
+        """Load the base model's tokenizer (tinker_ref/tokenizers.py).
+
+        Returns:
+            Any: The mock's built-in tokenizer for its test models, else the one
+            `transformers.AutoTokenizer` loads.
+
+        Raises:
+            ImportError: The model needs `transformers` and it is not installed.
+            RuntimeError: A Thinking Machines model, whose tokenizer tinker_ref cannot load.
+        """
         from tinker_ref.tokenizers import load_tokenizer
 
         return load_tokenizer(self.base_model)
 
     def get_telemetry(self) -> None:
-        """None: tinker_ref sends no telemetry."""
+        """Return None: tinker_ref sends no telemetry."""
         return None
 
     # ----- handles and factories ----------------------------------------------------------
 
     def get_sampler_handle(self) -> str:
-        """A string naming this sampler (no credentials) for another process:
-        `SamplingClient.from_sampler_handle(handle)` makes a new client for the same sampler.
-        tinker_ref's own format (base64 JSON); the SDK's handles are not interchangeable."""
+        """Return a string naming this sampler, for another process to sample from it too.
+
+        `SamplingClient.from_sampler_handle(handle)` makes a client for the same sampler. The handle
+        carries no credentials. Its format (base64 JSON) is tinker_ref's own: the SDK's handles are
+        not interchangeable with it.
+
+        Returns:
+            str: The handle.
+        """
         state = {
             "base_url": self.service.base_url,
             "transport": "grpc" if not hasattr(self.service.transport, "submit_sample") else "http",
@@ -245,9 +332,23 @@ class SamplingClient(ResolvedClientFuture):
 
     @staticmethod
     def from_sampler_handle(handle: str, *, api_key: str | None = None) -> SamplingClient:
-        """A client for the sampler behind `handle`, authenticated with this process's
-        credentials (`api_key`, else the environment). It joins the sampling session, so its
-        seq_ids start at `client_counter * 10**9`."""
+        """Create a client for the sampler behind a `get_sampler_handle()` handle.
+
+        It authenticates with this process's credentials and joins the sampling session (HTTP
+        only), numbering its samples from `client_counter * 10**9` so they never collide with the
+        original client's. It has a ServiceClient of its own.
+
+        Args:
+            handle: The string `get_sampler_handle()` returned.
+            api_key: The credential; default `$TINKER_API_KEY` (or `$TINKER_CREDENTIAL_CMD`).
+
+        Returns:
+            SamplingClient: The new client.
+
+        Raises:
+            ValueError: `handle` is not a tinker_ref sampler handle.
+            ConfigurationError: No usable API key, or the handle's transport is gRPC.
+        """
         from tinker_ref.service_client import ServiceClient
 
         try:
@@ -282,8 +383,20 @@ class SamplingClient(ResolvedClientFuture):
         retry_config: RetryConfig | None = None,
         record_stability_info: bool = False,
     ) -> APIFuture[SamplingClient]:
-        """A future of a client for a checkpoint, a base model, or an existing sampling session
-        (`holder` is the ServiceClient whose session it belongs to)."""
+        """Create a client for a checkpoint, a base model or an existing sampling session.
+
+        Args:
+            holder: The ServiceClient whose session the sampler belongs to.
+            model_path: Saved sampler weights (`tinker://...`).
+            base_model: A base model's name (with `sampling_session_id`: skips asking the
+                service for it).
+            sampling_session_id: An existing sampling session of `holder`'s session.
+            retry_config: A retry policy of the client's own; None: `holder`'s.
+            record_stability_info: Mark every sample for the `stable_reinforce` loss.
+
+        Returns:
+            APIFuture[SamplingClient]: The new client's future.
+        """
 
         async def make() -> SamplingClient:
             if sampling_session_id is not None:
@@ -300,8 +413,14 @@ class SamplingClient(ResolvedClientFuture):
         return holder.run_op(make())
 
     def on_queue_state_change(self, queue_state: Any, queue_state_reason: str | None) -> None:
-        """Warn (at most once a minute) that sampling is paused, as the SDK's observer does;
-        tinker_ref's transports report no queue state, so only a caller invokes this."""
+        """Warn (at most once a minute) that sampling is paused, as the SDK's observer does.
+
+        tinker_ref's transports report no queue state, so only a caller invokes this.
+
+        Args:
+            queue_state: The new state ("active" or a paused state; an enum's `value` is read).
+            queue_state_reason: Why it is paused, for the warning.
+        """
         state = str(getattr(queue_state, "value", queue_state)).lower()
         if state == "active":
             return

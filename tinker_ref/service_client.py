@@ -109,6 +109,33 @@ def _exit_status(exc_type: type[BaseException] | None) -> FinishStatus:
 
 
 class ServiceClient:
+    """The entry point: one session with the service, and the clients created in it.
+
+    Owns the event loop thread, the transport and the session (created on first use, kept alive
+    by a heartbeat). Use it as a context manager, or call `close()`, to finish the session.
+
+    Args:
+        user_metadata: Key-value pairs recorded with the session.
+        project_id: The project the session belongs to; default `$TINKER_PROJECT_ID`.
+        display_name: A name for the session, shown by the service (HTTP only).
+        base_url: The service's URL (with `transport="grpc"`, a target such as
+            "127.0.0.1:50051"); default `$TINKER_BASE_URL`, then the production service.
+        api_key: The credential, a `tml-` key or a JWT; default `$TINKER_API_KEY`, then the
+            output of `$TINKER_CREDENTIAL_CMD`.
+        default_headers_overrides: Headers added to every HTTP request.
+        transport: "http" (the default) or "grpc" (the mock server's gRPC service).
+        tags: Tags recorded with the session; default `$TINKER_TAGS` (comma-separated).
+        options: tinker_ref's own knobs (ClientOptions): retries, timeouts, heartbeats.
+        **kwargs: Other arguments of the official SDK, ignored with a FutureWarning.
+
+    Raises:
+        ConfigurationError: No usable API key, or an unknown `transport`.
+
+    Example:
+        >>> with ServiceClient(base_url="http://127.0.0.1:8080", api_key="tml-dev") as service:
+        ...     training = service.create_lora_training_client("Qwen/Qwen3-8B", rank=8)
+    """
+
     # Positional order as in the official SDK 0.38 (user_metadata, project_id); the rest is
     # keyword-only there too, so a script switches by changing its import.
     def __init__(
@@ -183,6 +210,11 @@ class ServiceClient:
 
     @property
     def client_config(self) -> ClientConfig:
+        """The service's `client/config` answer: chunk limits, flow control, feature switches.
+
+        Raises:
+            TinkerRefError: The client has not contacted the service yet.
+        """
         if self._client_config is None:
             raise TinkerRefError("the client has not contacted the service yet")
         return self._client_config
@@ -288,7 +320,17 @@ class ServiceClient:
         return work.result()
 
     def run_op(self, coroutine: Coroutine[Any, Any, T]) -> APIFuture[T]:
-        """Start one request on the client's loop (guarded by the session); its future."""
+        """Start one request on the client's event loop, guarded by the session.
+
+        Used by the clients of this session to submit their ops; if the service ends the session
+        first, the future fails with SessionGoneError.
+
+        Args:
+            coroutine: The request to run on the loop.
+
+        Returns:
+            APIFuture: The request's future.
+        """
         return self.loop.submit(self._guarded(coroutine))
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
@@ -299,13 +341,24 @@ class ServiceClient:
         status: FinishStatus = "success",
         detail: str | None = None,
     ) -> APIFuture[None]:
-        """Finish the session as `status` ("success", "errored" or "interrupted"), stop the
-        heartbeat and release the connections and the loop thread.
+        """Finish the session, stop the heartbeat and release the connections and the loop thread.
 
-        Returns a completed future, as the SDK's `close(...)` returns one to wait on: its
-        `.result()` raises if the service could not record the finish within `close_timeout`
-        (then a warning is logged too); `close()` itself does not raise. A session the service
-        already ended (410) is not finished again.
+        Leaving a `with` block calls it with "success", "errored" (an exception) or "interrupted"
+        (KeyboardInterrupt and other BaseExceptions), as the SDK does. A second call, or a session
+        the service already ended (410), finishes nothing again.
+
+        Args:
+            status: The session's outcome: "success", "errored" or "interrupted".
+            detail: A free-text explanation recorded with the outcome.
+
+        Returns:
+            APIFuture[None]: Already complete; its `.result()` raises the error (a TinkerError,
+            e.g. APITimeoutError after `options.close_timeout`) if the service could not record
+            the finish (a warning is logged too).
+            `close()` itself does not raise for that.
+
+        Raises:
+            ConfigurationError: `status` is not one of the three outcomes.
         """
         if status not in FINISH_STATUSES:
             raise ConfigurationError(
@@ -368,6 +421,11 @@ class ServiceClient:
             finished.result()  # as the SDK's `close(...).result()`; never masks the block's error
 
     def next_sampling_session_seq_id(self) -> int:
+        """Reserve the next sampling-session number of this session (used by the factories).
+
+        Returns:
+            int: The number, counting from 0.
+        """
         with self._counter_lock:
             return next(self._sampling_session_seq_ids)
 
@@ -378,9 +436,22 @@ class ServiceClient:
     # ----- API --------------------------------------------------------------------------------
 
     def get_server_capabilities(self) -> GetServerCapabilitiesResponse:
+        """Ask the service which models it serves (blocks until answered).
+
+        Returns:
+            GetServerCapabilitiesResponse: The supported models and their limits.
+
+        Raises:
+            APIError: The request failed (an APIStatusError or APIConnectionError subclass).
+        """
         return self._run(self._get_server_capabilities())
 
     async def get_server_capabilities_async(self) -> GetServerCapabilitiesResponse:
+        """Async version of `get_server_capabilities`.
+
+        Returns:
+            GetServerCapabilitiesResponse: The answer itself.
+        """
         return await self.run_op(self._get_server_capabilities())
 
     async def _get_server_capabilities(self) -> GetServerCapabilitiesResponse:
@@ -398,7 +469,35 @@ class ServiceClient:
         user_metadata: Mapping[str, str] | None = None,
         optimizer: OptimizerConfig | None = None,
     ) -> TrainingClient:
-        """A new LoRA model; `optimizer` (fixed for its lifetime) defaults to AdamW."""
+        """Create a new LoRA model on `base_model` and a TrainingClient for it.
+
+        Blocks until the model exists. The optimizer is fixed for the model's lifetime.
+
+        Args:
+            base_model: The base model's name, e.g. "Qwen/Qwen3-8B".
+            rank: The LoRA rank.
+            seed: Seed of the LoRA initialisation; None: the service's default.
+            train_mlp: Train LoRA adapters on the MLP layers.
+            train_attn: Train LoRA adapters on the attention layers.
+            train_unembed: Train a LoRA adapter on the unembedding layer.
+            user_metadata: Key-value pairs recorded with the training run.
+            optimizer: The optimizer's configuration; None or AdamOptimizerConfig: AdamW. Any
+                other (DimuonOptimizerConfig) needs the HTTP transport.
+
+        Returns:
+            TrainingClient: The client of the new model (also its own resolved future).
+
+        Raises:
+            ConfigurationError: A non-Adam `optimizer` over the gRPC transport.
+            APIError: The service refused or failed the request (an APIStatusError such as
+                BadRequestError, or RequestFailedError).
+            SessionGoneError: The service ended this client's session.
+
+        Example:
+            >>> service = ServiceClient(base_url="http://127.0.0.1:8080", api_key="tml-dev")
+            >>> training = service.create_lora_training_client("Qwen/Qwen3-8B", rank=8, seed=0)
+            >>> training.forward_backward_custom(data, loss_fn).result()
+        """
         lora = LoraConfig(rank, seed, train_mlp, train_attn, train_unembed)
         return self._run(
             self._create_lora_training_client(base_model, lora, user_metadata, optimizer)
@@ -415,6 +514,11 @@ class ServiceClient:
         user_metadata: Mapping[str, str] | None = None,
         optimizer: OptimizerConfig | None = None,
     ) -> TrainingClient:
+        """Async version of `create_lora_training_client`.
+
+        Returns:
+            TrainingClient: The client of the new model.
+        """
         lora = LoraConfig(rank, seed, train_mlp, train_attn, train_unembed)
         coroutine = self._create_lora_training_client(base_model, lora, user_metadata, optimizer)
         return await self.run_op(coroutine)
@@ -454,8 +558,23 @@ class ServiceClient:
         weights_access_token: str | None = None,
         optimizer: OptimizerConfig | None = None,
     ) -> TrainingClient:
-        """A new model with the checkpoint's weights; fresh optimizer state (`optimizer`,
-        default AdamW). `base_model` overrides the checkpoint's (it must be compatible)."""
+        """Create a new model with a checkpoint's weights and a fresh optimizer state.
+
+        Args:
+            path: The checkpoint's tinker path (`tinker://<model_id>/weights/<name>`).
+            base_model: Overrides the checkpoint's base model (it must be compatible).
+            user_metadata: Key-value pairs recorded with the training run.
+            weights_access_token: A token for another owner's checkpoint.
+            optimizer: The new model's optimizer; None: AdamW.
+
+        Returns:
+            TrainingClient: The client of the new model (blocks until it is loaded).
+
+        Raises:
+            ConfigurationError: `base_model`, `weights_access_token` or `optimizer` over the gRPC
+                transport (HTTP only).
+            APIError: The checkpoint could not be loaded (e.g. NotFoundError, RequestFailedError).
+        """
         return self._run(
             self._from_state(
                 path, False, user_metadata, base_model, weights_access_token, optimizer
@@ -469,7 +588,21 @@ class ServiceClient:
         user_metadata: Mapping[str, str] | None = None,
         weights_access_token: str | None = None,
     ) -> TrainingClient:
-        """A new model with the checkpoint's weights and Adam state (continues bit-exactly)."""
+        """Create a new model with a checkpoint's weights and Adam state, to continue exactly.
+
+        Args:
+            path: The checkpoint's tinker path (`tinker://<model_id>/weights/<name>`).
+            base_model: Overrides the checkpoint's base model (it must be compatible).
+            user_metadata: Key-value pairs recorded with the training run.
+            weights_access_token: A token for another owner's checkpoint.
+
+        Returns:
+            TrainingClient: The client of the new model (blocks until it is loaded).
+
+        Raises:
+            ConfigurationError: `base_model` or `weights_access_token` over the gRPC transport.
+            APIError: The checkpoint could not be loaded (e.g. NotFoundError, RequestFailedError).
+        """
         return self._run(
             self._from_state(path, True, user_metadata, base_model, weights_access_token)
         )
@@ -524,6 +657,11 @@ class ServiceClient:
         weights_access_token: str | None = None,
         optimizer: OptimizerConfig | None = None,
     ) -> TrainingClient:
+        """Async version of `create_training_client_from_state`.
+
+        Returns:
+            TrainingClient: The client of the new model.
+        """
         return await self.run_op(
             self._from_state(
                 path, False, user_metadata, base_model, weights_access_token, optimizer
@@ -537,6 +675,11 @@ class ServiceClient:
         user_metadata: Mapping[str, str] | None = None,
         weights_access_token: str | None = None,
     ) -> TrainingClient:
+        """Async version of `create_training_client_from_state_with_optimizer`.
+
+        Returns:
+            TrainingClient: The client of the new model.
+        """
         return await self.run_op(
             self._from_state(path, True, user_metadata, base_model, weights_access_token)
         )
@@ -548,9 +691,22 @@ class ServiceClient:
         retry_config: RetryConfig | None = None,
         record_stability_info: bool = False,
     ) -> SamplingClient:
-        """Sample from saved sampler weights (`tinker://...`) or from a base model.
-        `record_stability_info` marks every sample for `stable_reinforce`; `retry_config` gives
-        the client a retry policy of its own (tinker_ref/retry.py; default: this client's)."""
+        """Create a sampling client for saved sampler weights or for a base model.
+
+        Args:
+            model_path: Saved sampler weights (`tinker://<model_id>/sampler_weights/<name>`).
+            base_model: A base model's name, to sample from it untrained.
+            retry_config: A retry policy of the client's own (tinker_ref/retry.py); None: this
+                client's.
+            record_stability_info: Mark every sample for the `stable_reinforce` loss.
+
+        Returns:
+            SamplingClient: The new client (blocks until the sampling session exists).
+
+        Raises:
+            ConfigurationError: Not exactly one of `model_path` and `base_model`, or a
+                `model_path` that does not start with "tinker://".
+        """
         _check_sampling_source(model_path, base_model)
         client = self._run(self._create_sampling_client(model_path, base_model))
         client.record_stability_info, client.retry_config = record_stability_info, retry_config
@@ -563,6 +719,11 @@ class ServiceClient:
         retry_config: RetryConfig | None = None,
         record_stability_info: bool = False,
     ) -> SamplingClient:
+        """Async version of `create_sampling_client`.
+
+        Returns:
+            SamplingClient: The new client.
+        """
         _check_sampling_source(model_path, base_model)
         client = await self.run_op(self._create_sampling_client(model_path, base_model))
         client.record_stability_info, client.retry_config = record_stability_info, retry_config
@@ -602,9 +763,25 @@ class ServiceClient:
     def create_custom_loss(
         self, fn: PerDatumLossFn, input_ranks: Mapping[str, CustomLossInputRank]
     ) -> APIFuture[LossHandle]:
-        """Trace a per-datum loss for `TrainingClient.forward_backward_custom`
-        (tinker_ref/loss_handle.py). Uploaded (and run by the server) where the service's
-        config says `custom_loss_server_side`; else it runs client-side. Once per session."""
+        """Trace a per-datum loss for `TrainingClient.forward_backward_custom`.
+
+        The function is traced with torch.fx and checked against the SDK's rules
+        (tinker_ref/loss_handle.py). Where the service's config says `custom_loss_server_side` it
+        is uploaded and runs on the server; else it runs client-side. Each loss once per session.
+
+        Args:
+            fn: `fn(logprobs, *inputs) -> (loss, metrics)`, run once per datum; its parameters
+                after `logprobs` name the `loss_fn_inputs` it reads.
+            input_ranks: The rank (0, 1 or 2) of each parameter of `fn`, `logprobs` included.
+
+        Returns:
+            APIFuture[LossHandle]: The handle to pass to `forward_backward_custom`.
+
+        Raises:
+            ValueError: From the future: `fn` breaks a tracing rule, or this session already
+                created the same loss.
+            ConfigurationError: From the future: a server-side upload over the gRPC transport.
+        """
 
         async def create() -> LossHandle:
             session_id = await self._session()
@@ -644,7 +821,20 @@ class ServiceClient:
         ttl_seconds: int | None = None,
         weights_access_token: str | None = None,
     ) -> APIFuture[str]:
-        """Copy weights into this client's project (a new session holds the copy)."""
+        """Copy weights into this client's project (a new session holds the copy).
+
+        Args:
+            path: The tinker path of the weights to copy.
+            ttl_seconds: Seconds until the copy expires; None: it never does.
+            weights_access_token: A token for another owner's weights.
+
+        Returns:
+            APIFuture[str]: The copy's tinker path.
+
+        Raises:
+            ValueError: This client has no project (no `project_id`, no `$TINKER_PROJECT_ID`).
+            ConfigurationError: Over the gRPC transport (REST is HTTP only).
+        """
         return self._rest_client().copy_weights(
             path,
             destination_project_id=self._project_id,
@@ -662,10 +852,18 @@ class ServiceClient:
             return self._rest
 
     def create_rest_client(self) -> RestClient:
-        """A RestClient over this client's connection (deprecated in SDK 0.38: construct
-        `RestClient()` directly)."""
+        """Return a RestClient over this client's own connection.
+
+        Deprecated in SDK 0.38: construct `RestClient()` directly. One per ServiceClient.
+
+        Returns:
+            RestClient: The REST client (it needs no closing of its own).
+
+        Raises:
+            ConfigurationError: Over the gRPC transport (REST is HTTP only).
+        """
         return self._rest_client()
 
     def get_telemetry(self) -> None:
-        """None: tinker_ref sends no telemetry."""
+        """Return None: tinker_ref sends no telemetry."""
         return None

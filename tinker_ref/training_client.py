@@ -58,6 +58,20 @@ if TYPE_CHECKING:
 
 
 class TrainingClient(ResolvedClientFuture):
+    """One LoRA model being trained; its ops run in the order they are called.
+
+    Made by `ServiceClient.create_lora_training_client` (or `create_training_client_from_state*`),
+    not constructed directly. Every op reserves its sequence number when called, so an
+    `optim_step` called right after `forward_backward_custom` runs after that custom loss's
+    backward pass. The client is its own resolved future: `.result()` and `await` give it back,
+    as SDK 0.38's `TrainingClient` future does.
+
+    Args:
+        service: The ServiceClient whose session the model belongs to.
+        model_id: The model's id (`<session_id>:train:<n>`).
+        info: The model's `get_info` answer, fetched when the client was made.
+    """
+
     def __init__(
         self,
         service: ServiceClient,
@@ -86,7 +100,11 @@ class TrainingClient(ResolvedClientFuture):
         return self.service.client_config
 
     def get_info(self) -> GetInfoResponse:
-        """The model's info, fetched once when the client was created."""
+        """Return the model's info (fetched once, when the client was created; no request).
+
+        Returns:
+            GetInfoResponse: The model id, base model name, tokenizer id, LoRA rank and optimizer.
+        """
         return self._info
 
     # ----- ordering ---------------------------------------------------------------------------
@@ -186,7 +204,20 @@ class TrainingClient(ResolvedClientFuture):
         loss_fn: str,
         loss_fn_config: LossFnConfig | None = None,
     ) -> APIFuture[ForwardBackwardOutput]:
-        """Logprobs and loss without gradients (the server accumulates nothing)."""
+        """Compute logprobs and the loss without gradients (nothing is accumulated).
+
+        Args:
+            data: The datums; split into chunks as the service's limits require.
+            loss_fn: A built-in loss name, e.g. "cross_entropy".
+            loss_fn_config: Options of that loss (e.g. PPO's clip thresholds), if any.
+
+        Returns:
+            APIFuture[ForwardBackwardOutput]: Per-datum `loss_fn_outputs` (logprobs) and metrics.
+
+        Raises:
+            ValueError: `data` is empty.
+            ClientPoisonedError: From the future, if an earlier op of this client failed.
+        """
         return self._forward_backward(data, loss_fn, loss_fn_config, forward_only=True)
 
     def forward_backward(
@@ -195,7 +226,20 @@ class TrainingClient(ResolvedClientFuture):
         loss_fn: str,
         loss_fn_config: LossFnConfig | None = None,
     ) -> APIFuture[ForwardBackwardOutput]:
-        """A built-in loss; its gradient is added to the model's buffer until `optim_step`."""
+        """Run a built-in loss forward and backward; the gradient accumulates until `optim_step`.
+
+        Args:
+            data: The datums; split into chunks as the service's limits require.
+            loss_fn: A built-in loss name, e.g. "cross_entropy" or "importance_sampling".
+            loss_fn_config: Options of that loss, if any.
+
+        Returns:
+            APIFuture[ForwardBackwardOutput]: Per-datum `loss_fn_outputs` and the summed metrics.
+
+        Raises:
+            ValueError: `data` is empty.
+            ClientPoisonedError: From the future, if an earlier op of this client failed.
+        """
         return self._forward_backward(data, loss_fn, loss_fn_config, forward_only=False)
 
     def _forward_backward(
@@ -223,10 +267,35 @@ class TrainingClient(ResolvedClientFuture):
     ) -> APIFuture[ForwardBackwardOutput]:
         """Train on any differentiable function of the per-datum logprobs.
 
-        `loss_fn` is a callable (below) or a `LossHandle` from `ServiceClient.create_custom_loss`:
-        an uploaded handle (one with a `loss_id`) runs on the server in one `forward_backward`
-        with loss `"custom"`; any other handle runs client-side like a callable.
-        `loss_type_input` is deprecated in SDK 0.38 and, as there, only "logprobs" is accepted.
+        A callable `loss_fn(data, logprobs_list) -> (loss, metrics)` gets one logprob tensor per
+        datum, shaped like its `target_tokens`, and returns a scalar tensor and a dict of numbers.
+        The client runs a forward pass, computes the loss and its gradient locally, and sends the
+        gradient back as a weighted backward pass (two passes, one call). A `LossHandle` from
+        `ServiceClient.create_custom_loss` that was uploaded (it has a `loss_id`) runs on the server
+        in one `forward_backward` with loss "custom"; any other handle runs client-side.
+
+        Args:
+            data: The datums; each needs `loss_fn_inputs["target_tokens"]`.
+            loss_fn: The loss: a callable as above, or a LossHandle of this session.
+            loss_type_input: Deprecated in SDK 0.38 (warns); only "logprobs" is accepted.
+
+        Returns:
+            APIFuture[ForwardBackwardOutput]: The backward pass's outputs; its metrics are the
+            server's plus the loss's own, with `loss:sum` the custom loss.
+
+        Raises:
+            ValueError: `data` is empty, `loss_type_input` is not "logprobs", or the LossHandle
+                belongs to another session or its inputs are missing from a datum.
+            CustomLossError: From the future, if the loss returned something unusable.
+            ClientPoisonedError: From the future, if an earlier op of this client failed. A failure
+                here (the loss raised, say) poisons the client for every later op.
+
+        Example:
+            >>> def mean_nll(data, logprobs):
+            ...     all_logprobs = torch.cat(logprobs)
+            ...     return -all_logprobs.mean(), {"tokens": float(all_logprobs.numel())}
+            >>> result = training.forward_backward_custom(data, mean_nll).result()
+            >>> result.metrics["loss:sum"]
         """
         if loss_type_input is not None:
             warnings.warn(
@@ -323,8 +392,22 @@ class TrainingClient(ResolvedClientFuture):
     ) -> APIFuture[OptimStepResponse]:
         """Apply the model's optimizer to the accumulated gradient, then clear it.
 
-        `optim_params` matches the optimizer chosen at creation: `AdamParams` (AdamW, the
-        default) or `DimuonParams`; `adam_params=` is SDK 0.38's legacy keyword for AdamParams.
+        Args:
+            optim_params: The step's parameters, matching the optimizer chosen at creation:
+                AdamParams (AdamW, the default) or DimuonParams. None: `AdamParams()`.
+            adam_params: SDK 0.38's legacy keyword for AdamParams.
+
+        Returns:
+            APIFuture[OptimStepResponse]: The step's metrics.
+
+        Raises:
+            ValueError: Both `optim_params` and `adam_params` were given.
+            TypeError: `optim_params` is neither AdamParams nor DimuonParams.
+            ConfigurationError: DimuonParams over the gRPC transport (HTTP only).
+
+        Example:
+            >>> training.forward_backward_custom(data, loss_fn)
+            >>> training.optim_step(types.AdamParams(learning_rate=1e-4)).result()
         """
         if optim_params is not None and adam_params is not None:
             raise ValueError("Specify optim_params or legacy adam_params, not both")
@@ -354,10 +437,24 @@ class TrainingClient(ResolvedClientFuture):
         overwrite: bool = False,
         user_metadata: dict[str, str] | None = None,
     ) -> APIFuture[SaveWeightsResponse]:
-        """Save weights and optimizer state as `tinker://<model_id>/weights/<name>`.
+        """Save the weights and optimizer state as `tinker://<model_id>/weights/<name>`.
 
-        `ttl_seconds` (None: never expires), `overwrite` replaces a checkpoint of that name
-        (and its metadata), `user_metadata` is kept with it (RestClient reads it back)."""
+        Args:
+            name: The checkpoint's name.
+            ttl_seconds: Seconds until the checkpoint expires; None: it never does.
+            overwrite: Replace an existing checkpoint of that name (and its metadata).
+            user_metadata: Kept with the checkpoint; RestClient reads it back.
+
+        Returns:
+            APIFuture[SaveWeightsResponse]: Its `path` is the checkpoint's tinker path.
+
+        Raises:
+            ConfigurationError: `overwrite` or `user_metadata` over the gRPC transport (HTTP only).
+
+        Example:
+            >>> path = training.save_state("step-10").result().path
+            >>> training.load_state_with_optimizer(path).result()
+        """
         if not overwrite and user_metadata is None:
             return self._single(
                 lambda seq: self._transport.save_weights(self.model_id, seq, name, ttl_seconds)
@@ -375,13 +472,39 @@ class TrainingClient(ResolvedClientFuture):
     def load_state(
         self, path: str, weights_access_token: str | None = None
     ) -> APIFuture[LoadWeightsResponse]:
-        """Load weights from a checkpoint path; the optimizer state starts fresh."""
+        """Load the weights of a checkpoint into this model; the optimizer state starts fresh.
+
+        Args:
+            path: The checkpoint's tinker path (`tinker://<model_id>/weights/<name>`).
+            weights_access_token: A token for another owner's checkpoint (HTTP only).
+
+        Returns:
+            APIFuture[LoadWeightsResponse]: The loaded path and model id.
+
+        Raises:
+            ConfigurationError: `weights_access_token` over the gRPC transport.
+
+        Example:
+            >>> path = training.save_state("step-10").result().path
+            >>> training.load_state(path).result()
+        """
         return self._load(path, False, weights_access_token)
 
     def load_state_with_optimizer(
         self, path: str, weights_access_token: str | None = None
     ) -> APIFuture[LoadWeightsResponse]:
-        """Load weights and Adam state, to continue a run exactly."""
+        """Like `load_state`, but the Adam state is loaded too, so the run continues exactly.
+
+        Args:
+            path: A checkpoint `save_state` wrote, by its `tinker://` path.
+            weights_access_token: Lets this model read a checkpoint another owner shared.
+
+        Returns:
+            APIFuture[LoadWeightsResponse]: Once loaded: the path and the model id.
+
+        Raises:
+            ConfigurationError: A `weights_access_token` over gRPC, which does not carry it.
+        """
         return self._load(path, True, weights_access_token)
 
     def _load(
@@ -407,7 +530,20 @@ class TrainingClient(ResolvedClientFuture):
         ttl_seconds: int | None = None,
         user_metadata: dict[str, str] | None = None,
     ) -> APIFuture[SaveWeightsForSamplerResponse]:
-        """Snapshot the weights for sampling as `tinker://<model_id>/sampler_weights/<name>`."""
+        """Save the weights for sampling as `tinker://<model_id>/sampler_weights/<name>`.
+
+        Args:
+            name: The saved weights' name.
+            ttl_seconds: Seconds until they expire; None: they never do.
+            user_metadata: Kept with the checkpoint (HTTP only).
+
+        Returns:
+            APIFuture[SaveWeightsForSamplerResponse]: Its `path` is what
+            `ServiceClient.create_sampling_client(model_path=...)` takes.
+
+        Raises:
+            ConfigurationError: `user_metadata` over the gRPC transport.
+        """
         if user_metadata is None:
             return self._single(
                 lambda seq: self._transport.save_weights_for_sampler(
@@ -435,11 +571,22 @@ class TrainingClient(ResolvedClientFuture):
     ) -> SamplingClient:
         """Save the current weights and return a client that samples from them.
 
-        `kind="snapshot"` freezes them; `kind="inflight"` publishes them to weights shared by
-        this model's inflight samplers (each later inflight save updates the earlier inflight
-        clients too; the mock applies it at once). `name` has no effect (deprecated in SDK
-        0.38); `record_stability_info` marks every sample for `stable_reinforce`;
-        `retry_config` gives the sampling client a retry policy of its own (tinker_ref/retry.py)."""
+        Args:
+            name: Deprecated in SDK 0.38 and ignored (warns); use `save_weights_for_sampler` for
+                a named checkpoint.
+            retry_config: A retry policy of the sampling client's own (tinker_ref/retry.py);
+                None: the ServiceClient's.
+            record_stability_info: Mark every sample for the `stable_reinforce` loss.
+            kind: "snapshot" freezes the weights; "inflight" publishes them to weights shared by
+                this model's inflight samplers (each later inflight save updates them too).
+
+        Returns:
+            SamplingClient: A client for the saved weights (blocks until they are saved).
+
+        Raises:
+            ValueError: `kind` is neither "snapshot" nor "inflight".
+            ConfigurationError: `kind="inflight"` over the gRPC transport.
+        """
         if name is not None:
             warnings.warn(
                 "The 'name' parameter of save_weights_and_get_sampling_client() is deprecated "
@@ -459,6 +606,11 @@ class TrainingClient(ResolvedClientFuture):
         record_stability_info: bool = False,
         kind: SamplingClientKind = "snapshot",
     ) -> SamplingClient:
+        """Async version of `save_weights_and_get_sampling_client`.
+
+        Returns:
+            SamplingClient: The client itself, once the weights are saved.
+        """
         return await self.service.run_op(
             self._save_weights_and_get_sampling_client(retry_config, record_stability_info, kind)
         )
@@ -504,16 +656,33 @@ class TrainingClient(ResolvedClientFuture):
     # call would) and gives its future; await that future for the result.
 
     async def get_info_async(self) -> GetInfoResponse:
+        """Async version of `get_info`.
+
+        Returns:
+            GetInfoResponse: The model's info (no request).
+        """
         return self._info
 
     async def forward_async(
         self, data: Sequence[Datum], loss_fn: str, loss_fn_config: LossFnConfig | None = None
     ) -> APIFuture[ForwardBackwardOutput]:
+        """Async version of `forward`.
+
+        Returns:
+            APIFuture[ForwardBackwardOutput]: The op's future, once submitted (in the same
+            order as the sync call); await it for the result.
+        """
         return self.forward(data, loss_fn, loss_fn_config)
 
     async def forward_backward_async(
         self, data: Sequence[Datum], loss_fn: str, loss_fn_config: LossFnConfig | None = None
     ) -> APIFuture[ForwardBackwardOutput]:
+        """Async version of `forward_backward`.
+
+        Returns:
+            APIFuture[ForwardBackwardOutput]: The op's future, once submitted (in the same
+            order as the sync call); await it for the result.
+        """
         return self.forward_backward(data, loss_fn, loss_fn_config)
 
     async def forward_backward_custom_async(
@@ -523,6 +692,12 @@ class TrainingClient(ResolvedClientFuture):
         *,
         loss_type_input: Literal["logprobs"] | None = None,
     ) -> APIFuture[ForwardBackwardOutput]:
+        """Async version of `forward_backward_custom`.
+
+        Returns:
+            APIFuture[ForwardBackwardOutput]: The op's future, once submitted (in the same
+            order as the sync call); await it for the result.
+        """
         return self.forward_backward_custom(data, loss_fn, loss_type_input=loss_type_input)
 
     async def optim_step_async(
@@ -531,6 +706,12 @@ class TrainingClient(ResolvedClientFuture):
         *,
         adam_params: AdamParams | None = None,
     ) -> APIFuture[OptimStepResponse]:
+        """Async version of `optim_step`.
+
+        Returns:
+            APIFuture[OptimStepResponse]: The op's future, once submitted (in the same
+            order as the sync call); await it for the result.
+        """
         return self.optim_step(optim_params, adam_params=adam_params)
 
     async def save_state_async(
@@ -540,16 +721,34 @@ class TrainingClient(ResolvedClientFuture):
         overwrite: bool = False,
         user_metadata: dict[str, str] | None = None,
     ) -> APIFuture[SaveWeightsResponse]:
+        """Async version of `save_state`.
+
+        Returns:
+            APIFuture[SaveWeightsResponse]: The op's future, once submitted (in the same
+            order as the sync call); await it for the result.
+        """
         return self.save_state(name, ttl_seconds, overwrite, user_metadata)
 
     async def load_state_async(
         self, path: str, weights_access_token: str | None = None
     ) -> APIFuture[LoadWeightsResponse]:
+        """Async version of `load_state`.
+
+        Returns:
+            APIFuture[LoadWeightsResponse]: The op's future, once submitted (in the same
+            order as the sync call); await it for the result.
+        """
         return self.load_state(path, weights_access_token)
 
     async def load_state_with_optimizer_async(
         self, path: str, weights_access_token: str | None = None
     ) -> APIFuture[LoadWeightsResponse]:
+        """Async version of `load_state_with_optimizer`.
+
+        Returns:
+            APIFuture[LoadWeightsResponse]: The op's future, once submitted (in the same
+            order as the sync call); await it for the result.
+        """
         return self.load_state_with_optimizer(path, weights_access_token)
 
     async def save_weights_for_sampler_async(
@@ -558,6 +757,12 @@ class TrainingClient(ResolvedClientFuture):
         ttl_seconds: int | None = None,
         user_metadata: dict[str, str] | None = None,
     ) -> APIFuture[SaveWeightsForSamplerResponse]:
+        """Async version of `save_weights_for_sampler`.
+
+        Returns:
+            APIFuture[SaveWeightsForSamplerResponse]: The op's future, once submitted (in the same
+            order as the sync call); await it for the result.
+        """
         return self.save_weights_for_sampler(name, ttl_seconds, user_metadata)
 
     # ----- SDK 0.38 surface: exports, tokenizer, sampling clients, telemetry -----------------
@@ -568,8 +773,21 @@ class TrainingClient(ResolvedClientFuture):
         ttl_seconds: int | None = None,
         age_encryption_recipients: list[str] | None = None,
     ) -> APIFuture[SaveWeightsExternalResponse]:
-        """Export the weights as `tinker://<model_id>/external_weights/<name>` (download them
-        with `RestClient.get_external_weights_urls`)."""
+        """Export the weights as `tinker://<model_id>/external_weights/<name>` (HTTP only).
+
+        Download them with `RestClient.get_external_weights_urls`.
+
+        Args:
+            name: The export's name.
+            ttl_seconds: Seconds until it expires; None: it never does.
+            age_encryption_recipients: age public keys to encrypt the files for, if any.
+
+        Returns:
+            APIFuture[SaveWeightsExternalResponse]: Its `path` is the export's tinker path.
+
+        Raises:
+            ConfigurationError: Over the gRPC transport.
+        """
         wire = json_wire(self._transport, "save_weights_external")
         return self._single(
             lambda seq: wire.submit_json_op(
@@ -589,11 +807,25 @@ class TrainingClient(ResolvedClientFuture):
         ttl_seconds: int | None = None,
         age_encryption_recipients: list[str] | None = None,
     ) -> APIFuture[SaveWeightsExternalResponse]:
+        """Async version of `save_weights_external`.
+
+        Returns:
+            APIFuture[SaveWeightsExternalResponse]: The op's future, once submitted (in the same
+            order as the sync call); await it for the result.
+        """
         return self.save_weights_external(name, ttl_seconds, age_encryption_recipients)
 
     def get_tokenizer(self) -> Any:
-        """The model's tokenizer (tinker_ref/tokenizers.py: the mock's built-in ones, else
-        `transformers.AutoTokenizer` as the SDK loads it)."""
+        """Load the model's tokenizer (tinker_ref/tokenizers.py).
+
+        Returns:
+            Any: The mock's built-in tokenizer for its test models, else the one
+            `transformers.AutoTokenizer` loads, as the SDK does.
+
+        Raises:
+            ImportError: The model needs `transformers` and it is not installed.
+            RuntimeError: A Thinking Machines model, whose tokenizer tinker_ref cannot load.
+        """
         from tinker_ref.tokenizers import load_tokenizer
 
         model_name = self._info.model_data.model_name or self._info.model_name or ""
@@ -605,7 +837,19 @@ class TrainingClient(ResolvedClientFuture):
         retry_config: RetryConfig | None = None,
         record_stability_info: bool = False,
     ) -> SamplingClient:
-        """A sampling client for saved sampler weights (`tinker://...`)."""
+        """Create a sampling client for saved sampler weights (`tinker://...`).
+
+        Args:
+            model_path: The saved weights' tinker path, from `save_weights_for_sampler`.
+            retry_config: A retry policy of the client's own; None: the ServiceClient's.
+            record_stability_info: Mark every sample for the `stable_reinforce` loss.
+
+        Returns:
+            SamplingClient: The new client (blocks until the sampling session exists).
+
+        Raises:
+            ConfigurationError: `model_path` does not start with "tinker://".
+        """
         return self.service.create_sampling_client(
             model_path, None, retry_config, record_stability_info
         )
@@ -616,12 +860,17 @@ class TrainingClient(ResolvedClientFuture):
         retry_config: RetryConfig | None = None,
         record_stability_info: bool = False,
     ) -> SamplingClient:
+        """Async version of `create_sampling_client`.
+
+        Returns:
+            SamplingClient: The client itself.
+        """
         return await self.service.create_sampling_client_async(
             model_path, None, retry_config, record_stability_info
         )
 
     def get_telemetry(self) -> None:
-        """None: tinker_ref sends no telemetry (the SDK's answer with TINKER_TELEMETRY=0)."""
+        """Return None: tinker_ref sends no telemetry (the SDK's answer with TINKER_TELEMETRY=0)."""
         return None
 
     def __repr__(self) -> str:
