@@ -2,7 +2,7 @@
 
 The mock implements what Tinker's public documentation defines. Where the docs name a feature
 but not its semantics, a guess would train differently from the service while looking right, so
-the mock refuses it instead (README, "What the mock does not do"):
+the mock refuses it instead (docs/offline-development.md, "What the mock does not do"):
 
 * `stable_reinforce`: the docs describe its API (sampling with `record_stability_info=True`,
   `sequence_id` provenance on training tokens) but not its objective or what is recorded.

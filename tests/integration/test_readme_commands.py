@@ -8,6 +8,7 @@ Rules, so that nothing is skipped silently:
 - A command listed in `EXCLUDED` is not run, for the reason given there; an exclusion that no
   longer matches a README command fails the test (stale reasons are not kept).
 - A `python` block is a fragment of a user's code, not a command: it must compile.
+- A `text` block is a diagram or a formula: shown as written, nothing to run.
 - Any other tag, or a block with no tag, fails the test until it is classified here.
 
 Adaptations, all mechanical: fixed ports become free ones (8080 and 50051 in a block are
@@ -34,6 +35,7 @@ from tests.support.sdk_venv import ensure_cookbook_venv
 
 README = REPO_ROOT / "README.md"
 SHELL_TAGS = frozenset({"sh", "bash", "shell", "console"})
+SHOWN_TAGS = frozenset({"text"})  # diagrams and formulas
 FENCE = re.compile(r"^```([\w+-]*)[^\n]*\n(.*?)^```\s*$", re.MULTILINE | re.DOTALL)
 BLOCK_TIMEOUT_S = 900
 
@@ -111,7 +113,7 @@ def test_every_exclusion_names_a_command_that_is_in_the_readme() -> None:
 
 
 def test_every_block_is_classified() -> None:
-    unknown = [(b.line, b.tag) for b in BLOCKS if b.tag not in SHELL_TAGS | {"python"}]
+    unknown = [(b.line, b.tag) for b in BLOCKS if b.tag not in SHELL_TAGS | SHOWN_TAGS | {"python"}]
     assert not unknown, f"README blocks (line, tag) this test does not know how to check: {unknown}"
     assert any(b.tag in SHELL_TAGS for b in BLOCKS)
 

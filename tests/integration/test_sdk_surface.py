@@ -74,7 +74,7 @@ def test_every_public_name_of_the_sdk_is_offered_or_excluded_with_a_reason(
     assert not stale, f"exclusions that tinker_ref offers or the SDK lacks: {stale}"
     present = sdk & ours
     kinds = collections.Counter(name.split(":")[0] for name in sdk)
-    # The count the issue asks for (printed with -s; README "Surface parity" quotes it).
+    # The count the issue asks for (printed with -s; quoted in docs/reference-client.md).
     print(
         f"\nSDK 0.38 public names: {len(sdk)} ({dict(sorted(kinds.items()))}); "
         f"tinker_ref offers {len(present)} ({100 * len(present) / len(sdk):.1f}%), "
