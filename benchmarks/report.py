@@ -161,10 +161,11 @@ def plot_scaling(results: dict[str, Any], path: Path) -> None:
     for point, median in zip(points, medians, strict=True):
         if "free_cores" in point:  # how many cores other work left free at this count
             axis.annotate(
-                f"{point['free_cores']['median']:.1f} free cores",
+                f"{point['free_cores']['median']:.1f} cores free\n"
+                f"CPU eff. {point['efficiency_vs_one_client']:.2f}",
                 (point["clients"], median),
                 textcoords="offset points",
-                xytext=(4, -12),
+                xytext=(4, 6),
                 fontsize=7,
             )
     axis.set_xlabel("concurrent training clients (separate models)")
