@@ -2,7 +2,9 @@
 
 Timings on shared 2-core machines drift by tens of percent within a minute, so nothing here
 reports an absolute time alone: every figure is a ratio of two things measured in the same
-run, interleaved A B A B ..., each side summarised by its median over >= 5 runs.
+run, interleaved A B A B ..., each side summarised by its median over >= 5 runs, and each run
+records how many cores the machine left idle meanwhile (`Load`). Where a target is absolute
+(the start-up rows' seconds) the figure is still reported beside its ratio to a baseline.
 """
 
 from __future__ import annotations
