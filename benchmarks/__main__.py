@@ -24,10 +24,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 def run(settings: suite.Settings, fresh_servers: bool = True) -> dict[str, Any]:
     """All measurements. The scaling and large-vocabulary runs get servers of their own (their
-    peak RSS is a result) unless `fresh_servers` is off (the quick check saves the start-ups)."""
+    peak RSS is a result) unless `fresh_servers` is off (the quick check saves the start-ups);
+    the fairness row always does (a short abandonment grace)."""
     started = time.perf_counter()
     official_python = ensure_sdk_venv("0.38.0")
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = suite.startup(settings)  # first: before any server runs
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(running_mock_server())
         assert server.grpc_target is not None, "the gRPC front end did not start"
@@ -37,6 +38,8 @@ def run(settings: suite.Settings, fresh_servers: bool = True) -> dict[str, Any]:
         rows.append(suite.server_overhead(settings, server.url, small, "small model", 1.5))
         rows.append(suite.server_overhead(settings, server.url, heavy, ">= 100 ms compute", 1.1))
         rows += suite.tensor_codec(settings)
+        rows.append(suite.sampling_large_vocabulary(settings, server.url))
+        rows.append(suite.fairness_under_abandonment(settings))  # a server of its own
         if fresh_servers:
             server = stack.enter_context(running_mock_server())
         scaling = suite.scaling(settings, server.url, server.process.pid)

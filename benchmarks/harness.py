@@ -2,7 +2,9 @@
 
 Timings on shared 2-core machines drift by tens of percent within a minute, so nothing here
 reports an absolute time alone: every figure is a ratio of two things measured in the same
-run, interleaved A B A B ..., each side summarised by its median over >= 5 runs.
+run, interleaved A B A B ..., each side summarised by its median over >= 5 runs, and each run
+records how many cores the machine left idle meanwhile (`Load`). Where a target is absolute
+(the start-up rows' seconds) the figure is still reported beside its ratio to a baseline.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import json
 import statistics
 import subprocess
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,15 +40,63 @@ class Summary:
         }
 
 
+@dataclass(frozen=True)
+class Load:
+    """How busy the machine was over each interleaved run (all of its processes, ours too).
+
+    `idle_cores`: CPUs x the fraction of CPU time nobody used, per run; `load_average_1`: the
+    1-minute load average when the measurement began (other work on a shared machine shows up
+    here before it starts)."""
+
+    idle_cores: Summary
+    cpus: int
+    load_average_1: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "idle_cores": self.idle_cores.to_json(),
+            "cpus": self.cpus,
+            "load_average_1": self.load_average_1,
+        }
+
+
+@dataclass(frozen=True)
+class Measured:
+    """The summaries of things measured side by side, by name, and the machine's load."""
+
+    summaries: dict[str, Summary]
+    load: Load
+
+    def __getitem__(self, name: str) -> Summary:
+        return self.summaries[name]
+
+
+def interleaved_many(fns: dict[str, Callable[[], float]], runs: int) -> Measured:
+    """Run every function once per round, in order, `runs` rounds (A B C A B C ...); each call
+    returns one run's figure. Each round's machine load is recorded alongside."""
+    import os
+
+    cpus = os.cpu_count() or 1
+    load_average = os.getloadavg()[0]
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    idle: list[float] = []
+    for _ in range(runs):
+        busy_before, total_before = machine_busy_jiffies()
+        for name, fn in fns.items():
+            samples[name].append(fn())
+        busy_after, total_after = machine_busy_jiffies()
+        busy = (busy_after - busy_before) / max(total_after - total_before, 1)
+        idle.append(cpus * (1 - busy))
+    summaries = {name: Summary(values) for name, values in samples.items()}
+    return Measured(summaries, Load(Summary(idle), cpus, load_average))
+
+
 def interleaved(
     a: Callable[[], float], b: Callable[[], float], runs: int
-) -> tuple[Summary, Summary]:
+) -> tuple[Summary, Summary, Load]:
     """Run A B A B ... `runs` times each; each call returns one run's figure."""
-    samples_a, samples_b = [], []
-    for _ in range(runs):
-        samples_a.append(a())
-        samples_b.append(b())
-    return Summary(samples_a), Summary(samples_b)
+    measured = interleaved_many({"a": a, "b": b}, runs)
+    return measured["a"], measured["b"], measured.load
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -103,6 +155,13 @@ class Worker:
 
     def collect(self, key: str = "seconds") -> list[float]:
         return self.collect_all()[key]
+
+    def command(self, op: str, steps: int, **fields: int) -> dict[str, list[float]]:
+        """One command with extra fields (e.g. the "sample" op's samples and tokens)."""
+        assert self._process.stdin is not None
+        self._process.stdin.write(json.dumps({"op": op, "steps": steps, **fields}) + "\n")
+        self._process.stdin.flush()
+        return self.collect_all()
 
     def steps(self, op: str, steps: int, key: str = "seconds") -> list[float]:
         self.start(op, steps)
@@ -175,6 +234,59 @@ def machine_info() -> dict[str, Any]:
         "load_average_1_5_15": os.getloadavg(),
         "torch": torch.__version__,
     }
+
+
+def console_script(name: str) -> Path:
+    """A console script of the virtualenv this interpreter runs in (`tinker-mock`, ...)."""
+    script = Path(sys.executable).parent / name
+    if not script.is_file():
+        raise RuntimeError(f"no {name} beside {sys.executable}: run `make setup`")
+    return script
+
+
+def time_command(argv: list[str]) -> float:
+    """Wall time of a command run to completion, its output discarded (it must succeed)."""
+    import time
+
+    started = time.perf_counter()
+    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - started
+
+
+def time_to_ready(argv: list[str]) -> float:
+    """Wall time from starting a server command to its ready line (see `running_server`);
+    the server is stopped afterwards."""
+    import time
+
+    started = time.perf_counter()
+    with running_server(argv):
+        return time.perf_counter() - started
+
+
+@contextmanager
+def running_server(argv: list[str], start_timeout: float = 60.0) -> Iterator[tuple[str, int]]:
+    """A server command that prints the ready line `tinker-mock listening http=URL grpc=...`
+    first: yields (URL, pid); SIGTERM at the end (SIGKILL after 15 s)."""
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    stdout = process.stdout
+    assert stdout is not None
+    lines: list[str] = []
+    try:
+        reader = threading.Thread(target=lambda: lines.append(stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(start_timeout)
+        line = lines[0] if lines else ""
+        if not line.startswith("tinker-mock listening http="):
+            raise RuntimeError(f"{argv} did not become ready (first line {line!r})")
+        yield line.split()[2].removeprefix("http="), process.pid
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+        stdout.close()
 
 
 def git_revision(repo: Path) -> str:

@@ -31,7 +31,8 @@ def quick_results(official_sdk_38: Path, tmp_path_factory: pytest.TempPathFactor
         check=False,
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
-    assert "| 1 | step latency" in completed.stdout
+    for row in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10):  # the table printed has every row
+        assert f"\n| {row} | " in completed.stdout
     return out
 
 
@@ -39,18 +40,40 @@ def quick_results(official_sdk_38: Path, tmp_path_factory: pytest.TempPathFactor
 def test_quick_run_measures_every_row_side_by_side(quick_results: Path) -> None:
     results: dict[str, Any] = json.loads((quick_results / "results.json").read_text())
     runs = results["settings"]["runs"]
-    assert sorted({row["row"] for row in results["rows"]}) == [1, 2, 3, 4, 5]
+    cpus = results["machine"]["cpus"]
+    assert sorted({row["row"] for row in results["rows"]}) == [1, 2, 3, 4, 5, 8, 9, 10]
     for row in results["rows"]:
         assert len(row["a"]["samples"]) == len(row["b"]["samples"]) == runs
         assert all(s > 0 and math.isfinite(s) for s in row["a"]["samples"] + row["b"]["samples"])
+        for side in (row["a"], row["b"]):
+            assert side["min"] <= side["median"] <= side["max"]
         assert row["ratio"] == pytest.approx(row["a"]["median"] / row["b"]["median"])
-        assert row["met"] == eval_target(row["ratio"], row["target"])
-    points = results["scaling"]["points"]
+        judged = row["ratio"] if row["judged"] == "ratio" else row["a"]["median"]
+        assert row["met"] == eval_target(judged, row["target"])
+        idle = row["load"]["idle_cores"]
+        assert len(idle["samples"]) == runs and all(0 <= c <= cpus for c in idle["samples"])
+        assert row["load"]["cpus"] == cpus and row["load"]["load_average_1"] >= 0
+    startup = [row for row in results["rows"] if row["row"] == 8]
+    assert len(startup) == 4 and all(row["judged"] == "a_median" for row in startup)
+    assert [row["target"] for row in startup] == ["<= 0.5", "<= 0.3", "<= 0.3", "<= 0.3"]
+    (sampling,) = [row for row in results["rows"] if row["row"] == 9]
+    assert sampling["unit"] == "s/token" and sampling["target"] == "<= 3.0"
+    assert len(sampling["floor"]["samples"]) == runs and sampling["ratio_above_floor"] >= 0
+    assert "GEMV" in sampling["note"]
+    (fairness,) = [row for row in results["rows"] if row["row"] == 10]
+    assert fairness["backlog"]["requests"] == results["settings"]["backlog_requests"]
+    scaling = results["scaling"]
+    points = scaling["points"]
     assert [p["clients"] for p in points] == list(results["settings"]["scaling_clients"])
     assert points[0]["speedup"] == pytest.approx(1.0)
     assert all(p["latency_p99"] >= p["latency_p50"] > 0 for p in points)
     assert points[0]["efficiency_vs_one_client"] == pytest.approx(1.0)
     assert all(p["cores_used"] > 0 and 0 <= p["machine_busy"] <= 1 for p in points)
+    for p in points:
+        assert 0 <= p["idle_cores"]["median"] <= p["free_cores"]["median"] <= cpus
+    clauses = scaling["clauses"]
+    assert len(clauses) == 4 and all(c["met"] in (True, False, None) for c in clauses)
+    assert scaling["met"] == all(c["met"] is not False for c in clauses)
     memory = results["memory"]
     assert 100 < memory["small_models_peak_rss_mib"] < 4096
     assert memory["large"]["peak_rss_mib"] > 100
