@@ -13,39 +13,33 @@ model was ready.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
 from mock_server.service.futures import FutureState
-from tests.support.http_api import MakeMockApi, MockApi
+from tests.support.http_api import MakeMockApi, MockApi, sample_body
 
 pytestmark = pytest.mark.asyncio
 
 BACKLOG = 200
 
 
-def _sample(sampler_id: str, seq_id: int) -> dict[str, Any]:
-    return {
-        "sampling_session_id": sampler_id,
-        "seq_id": seq_id,
-        "num_samples": 1,
-        "prompt": {"chunks": [{"tokens": [1, 2, 3], "type": "encoded_text"}]},
-        "sampling_params": {"max_tokens": 64, "seed": seq_id, "temperature": 1.0, "stop": []},
-    }
+async def _queue_samples(api: MockApi, session: str, count: int) -> list[str]:
+    """A sampling session in `session` and `count` long samples queued on it: their ids."""
+    sampler = await api.sampler(session, "tinker-ref/tiny-bytes")
+    ids = []
+    for i in range(count):
+        body = sample_body(
+            sampler, i, [1, 2, 3], 1, max_tokens=64, seed=i, temperature=1.0, stop=[]
+        )
+        ids.append((await api.post("asample", body))["request_id"])
+    return ids
 
 
 async def _dead_client_backlog(api: MockApi) -> tuple[str, list[str]]:
     """A session that queues BACKLOG samples and is never heard from again."""
     session = await api.session()
-    body = {
-        "session_id": session,
-        "sampling_session_seq_id": 0,
-        "base_model": "tinker-ref/tiny-bytes",
-    }
-    sampler = (await api.post("create_sampling_session", body))["sampling_session_id"]
-    ids = [(await api.post("asample", _sample(sampler, i)))["request_id"] for i in range(BACKLOG)]
-    return session, ids
+    return session, await _queue_samples(api, session, BACKLOG)
 
 
 def _finished(api: MockApi, request_ids: list[str]) -> int:
@@ -74,14 +68,7 @@ async def test_a_silent_sessions_queued_work_is_cancelled_and_a_polling_one_is_k
 ) -> None:
     api = await make_mock_api(worker_threads=1, max_pending_ops=1000, session_abandon_seconds=0.5)
     dead, backlog = await _dead_client_backlog(api)
-    alive = await api.session()
-    body = {
-        "session_id": alive,
-        "sampling_session_seq_id": 0,
-        "base_model": "tinker-ref/tiny-bytes",
-    }
-    sampler = (await api.post("create_sampling_session", body))["sampling_session_id"]
-    mine = [(await api.post("asample", _sample(sampler, i)))["request_id"] for i in range(3)]
+    mine = await _queue_samples(api, await api.session(), 3)
     await asyncio.sleep(0.6)  # both sessions silent past the grace ...
     for request_id in mine:  # ... but this one polls its futures, as a live client does
         await api.post("retrieve_future", {"request_id": request_id})

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 
 from benchmarks import report
 from tests.support.mock_process import REPO_ROOT
+from tests.support.subprocesses import run_checked
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -22,15 +22,11 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def quick_results(official_sdk_38: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bench")
-    completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--out-dir", str(out), "--no-readme"],
+    completed = run_checked(
+        [sys.executable, "-m", "benchmarks", "--quick", "--out-dir", out, "--no-readme"],
         cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
         timeout=400,
-        check=False,
     )
-    assert completed.returncode == 0, completed.stderr[-4000:]
     for row in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10):  # the table printed has every row
         assert f"\n| {row} | " in completed.stdout
     return out

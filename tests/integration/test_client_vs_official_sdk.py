@@ -17,6 +17,7 @@ import pytest
 
 from mock_server.embedded import serve
 from tests.support.scenario_run import run_client_scenario
+from tests.support.server_state import recorded_requests
 
 # Endpoints whose number and timing depend on how fast results arrive, not on the calls made:
 # polls, heartbeats and telemetry; and `client/dynamic_config`, which the SDK fetches for sample
@@ -34,9 +35,7 @@ def run_scenario(python: Path | str, sdk: str, transport: str = "http") -> dict[
     with serve(seed=0, record_tensors=True, grpc=transport == "grpc") as mock:
         address = mock.url if transport == "http" else mock.grpc_target
         result = run_client_scenario(python, sdk, transport, address)
-        result["records"] = mock.call(
-            lambda: [record.to_json() for record in mock.service.records.records()]
-        )
+        result["records"] = recorded_requests(mock)
     return result
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ from hypothesis import strategies as st
 from tests.support import strategies as gen
 from tests.support.official_codec_client import OfficialCodecDriver
 from tests.support.profiles import examples
+from tests.support.raw_values import raw_value_in
 from tinker_ref import codec, types
 from tinker_ref._proto.tinker_ref.wire.v1 import wire_pb2 as pb
 
@@ -153,6 +155,27 @@ def test_corner_case_requests_equal_the_official_encoding(
 # ----- outputs: (c) -------------------------------------------------------------------------------
 
 
+def _decode_case(op: str, payload: bytes) -> dict[str, str]:
+    return {"op": op, "payload": base64.b64encode(payload).decode()}
+
+
+def _assert_same_description(ours: Any, official: Any, index: int | None = None) -> None:
+    # json.dumps writes NaN as NaN on both sides and tuples as lists, so this is exact.
+    assert json.dumps(ours, sort_keys=True) == json.dumps(official, sort_keys=True), index
+
+
+def _assert_decoded_alike(
+    official_codec: OfficialCodecDriver,
+    op: str,
+    payloads: list[bytes],
+    describe_ours: Callable[[bytes], Any],
+) -> None:
+    """Each payload decoded by the official SDK (`op`) is described as `describe_ours` has it."""
+    cases = [_decode_case(op, payload) for payload in payloads]
+    for index, official in enumerate(official_codec.run_ok(cases)):
+        _assert_same_description(describe_ours(payloads[index]), official, index)
+
+
 def _describe_output(output: types.ForwardBackwardOutput) -> dict[str, Any]:
     return {
         "loss_fn_output_type": output.loss_fn_output_type,
@@ -171,10 +194,12 @@ def test_our_forward_backward_outputs_decode_identically_in_the_official_sdk(
     official_codec: OfficialCodecDriver, outputs: list[types.ForwardBackwardOutput]
 ) -> None:
     payloads = [codec.encode_forward_backward_output(output) for output in outputs]
-    cases = [{"op": "decode_output", "payload": base64.b64encode(p).decode()} for p in payloads]
-    for index, official in enumerate(official_codec.run_ok(cases)):
-        ours = _describe_output(codec.decode_forward_backward_output(payloads[index]))
-        assert json.dumps(ours, sort_keys=True) == json.dumps(official, sort_keys=True), index
+    _assert_decoded_alike(
+        official_codec,
+        "decode_output",
+        payloads,
+        lambda payload: _describe_output(codec.decode_forward_backward_output(payload)),
+    )
 
 
 @pytest.mark.spec("WIRE-11")
@@ -204,13 +229,12 @@ def test_ragged_n_and_nk_outputs_decode_identically_in_the_official_sdk(
     )
     payload = codec.encode_forward_backward_output(output)
     assert len(pb.ForwardBackwardOutput.FromString(payload).loss_fn_outputs) == 4
-    (official,) = official_codec.run_ok(
-        [{"op": "decode_output", "payload": base64.b64encode(payload).decode()}]
-    )
+    (official,) = official_codec.run_ok([_decode_case("decode_output", payload)])
     shapes = [d["logprobs"]["shape"] for d in official["outputs"]]
     assert shapes == [[5], [3], [4, 2], [1, 2], [0, 2], [2], [0]]
-    ours = _describe_output(codec.decode_forward_backward_output(payload))
-    assert json.dumps(ours, sort_keys=True) == json.dumps(official, sort_keys=True)
+    _assert_same_description(
+        _describe_output(codec.decode_forward_backward_output(payload)), official
+    )
 
 
 # ----- sample responses: (c) ----------------------------------------------------------------------
@@ -265,11 +289,12 @@ def test_our_sample_responses_decode_identically_in_the_official_sdk(
     official_codec: OfficialCodecDriver, responses: list[types.SampleResponse]
 ) -> None:
     payloads = [codec.encode_sample_response(response) for response in responses]
-    cases = [{"op": "decode_sample", "payload": base64.b64encode(p).decode()} for p in payloads]
-    for index, official in enumerate(official_codec.run_ok(cases)):
-        ours = _describe_sample(codec.decode_sample_response(payloads[index]))
-        # json.dumps writes NaN as NaN on both sides and tuples as lists, so this is exact.
-        assert json.dumps(ours, sort_keys=True) == json.dumps(official, sort_keys=True), index
+    _assert_decoded_alike(
+        official_codec,
+        "decode_sample",
+        payloads,
+        lambda payload: _describe_sample(codec.decode_sample_response(payload)),
+    )
 
 
 @pytest.mark.spec("WIRE-12", "SMP-7")
@@ -282,9 +307,7 @@ def test_prompt_logprobs_with_nan_read_as_none_in_the_official_sdk(
         prompt_cache_hit_tokens=2,
     )
     payload = codec.encode_sample_response(response)
-    (official,) = official_codec.run_ok(
-        [{"op": "decode_sample", "payload": base64.b64encode(payload).decode()}]
-    )
+    (official,) = official_codec.run_ok([_decode_case("decode_sample", payload)])
     assert official["prompt_logprobs_list"] == [None, None, -2.0, -0.125]
     assert official["sequences"][0]["stop_reason"] == "length"
     assert official["prompt_cache_hit_tokens"] == 2
@@ -340,15 +363,6 @@ def raw_inputs(draw: st.DrawFn) -> dict[str, Any]:
     return {"key": draw(st.sampled_from(_KEYS)), "raw": desc}
 
 
-def _build_raw(desc: dict[str, Any]) -> Any:
-    if desc["kind"] == "list":
-        return desc["value"]
-    array = np.array(desc["value"], dtype=np.float64).astype(desc["np_dtype"])
-    if desc["kind"] == "numpy":
-        return array
-    return torch.from_numpy(array.astype(np.float64)).to(getattr(torch, desc["torch_dtype"]))
-
-
 def _is_known_sdk_bf16_csr_crash(item: dict[str, Any], error: str) -> bool:
     """The SDK's `from_torch_sparse` calls `.numpy()` on bf16 CSR values and crashes; we widen
     to float32 first. Only a 2-D bf16 tensor under `target_tokens`/`weights` gets there."""
@@ -371,7 +385,7 @@ def test_loss_fn_input_conversion_matches_the_official_datum(
     for item, official in zip(items, official_codec.run(cases), strict=True):
         try:
             ours: types.TensorData | Exception = types.Datum(
-                types.ModelInput.from_ints([1]), {item["key"]: _build_raw(item["raw"])}
+                types.ModelInput.from_ints([1]), {item["key"]: raw_value_in(item["raw"])}
             ).loss_fn_inputs[item["key"]]
         except (ValueError, TypeError) as exc:
             ours = exc

@@ -27,6 +27,7 @@ from mock_server.testing import MockServer
 from mock_server.tokenizers import BYTES_DIR
 from tests.support.mock_process import REPO_ROOT
 from tests.support.sdk_venv import ensure_cookbook_venv
+from tests.support.subprocesses import last_json_line, run_checked, run_json
 
 pytestmark = [pytest.mark.sdk, pytest.mark.timeout(2400)]  # the first run builds the venv
 
@@ -40,28 +41,23 @@ def cookbook_python() -> Path:
     return ensure_cookbook_venv()
 
 
-def run_example(python: Path, mock: MockServer, script: str, *args: str) -> str:
+def run_example(python: Path, mock: MockServer, script: str, log_path: Path) -> str:
+    """Run `examples/<script> --log-path <log_path>` against `mock`; its stdout."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("TINKER_")}
     env.update(mock.environ(), HF_HUB_OFFLINE="1", TINKER_TELEMETRY="0")
-    done = subprocess.run(
-        [str(python), str(REPO_ROOT / "examples" / script), *args],
+    return run_checked(
+        [python, REPO_ROOT / "examples" / script, "--log-path", log_path],
         env=env,
-        capture_output=True,
-        text=True,
         timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
-    return done.stdout
+        tail=5000,
+    ).stdout
 
 
 def test_cookbook_dpo_from_local_jsonl_lowers_the_dpo_loss(
     cookbook_python: Path, tmp_path: Path
 ) -> None:
     with tinker_ref.mock.serve(seed=0) as mock:
-        out = run_example(
-            cookbook_python, mock, "cookbook_dpo.py", "--log-path", str(tmp_path / "run")
-        )
+        out = run_example(cookbook_python, mock, "cookbook_dpo.py", tmp_path / "run")
         tokenizer_probe, dpo_model = mock.model_ids()
         steps = mock.optimizer_steps(dpo_model)
         assert mock.optimizer_steps(tokenizer_probe) == 0
@@ -87,9 +83,7 @@ def test_cookbook_decision_recipe_with_t_by_k_targets_lowers_the_brier_loss(
     cookbook_python: Path, tmp_path: Path
 ) -> None:
     with tinker_ref.mock.serve(seed=0) as mock:
-        out = run_example(
-            cookbook_python, mock, "cookbook_decisions.py", "--log-path", str(tmp_path / "run")
-        )
+        out = run_example(cookbook_python, mock, "cookbook_decisions.py", tmp_path / "run")
         forward_backward = mock.requests("forward_backward")
         scoring = [r for r in mock.requests("asample") if r["body"].get("target_prompt_logprobs")]
         sampler_saves = [r["body"].get("path") for r in mock.requests("save_weights_for_sampler")]
@@ -147,16 +141,11 @@ def test_shipped_tokenizer_is_byte_level_in_transformers_and_renders_role_colon(
 ) -> None:
     texts = ["plain ascii", "  spaces\tand\nnewlines", "héllo wörld ✓ 日本", "<eos> literal"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(
-        [str(cookbook_python), "-c", TOKENIZER_PROBE, str(BYTES_DIR), json.dumps(texts)],
+    result = run_json(
+        [cookbook_python, "-c", TOKENIZER_PROBE, BYTES_DIR, json.dumps(texts)],
         env=env,
-        capture_output=True,
-        text=True,
         timeout=300,
-        check=False,
     )
-    assert done.returncode == 0, done.stderr[-4000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
     expected = [list(text.encode()) for text in texts]
     expected[-1] = [257, *list(b" literal")]  # a special token's text is the special id
     assert result["encoded"] == expected
@@ -189,14 +178,9 @@ print(json.dumps(sorted(names)))
 def test_the_catalogue_serves_every_model_in_the_cookbook_model_table(
     cookbook_python: Path,
 ) -> None:
-    done = subprocess.run(
-        [str(cookbook_python), "-c", MODEL_TABLE_PROBE],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
+    table = last_json_line(
+        run_checked([cookbook_python, "-c", MODEL_TABLE_PROBE], timeout=120).stdout
     )
-    table = json.loads(done.stdout)
     assert len(table) >= 40, table
     catalog = load_catalog()
     assert [name for name in table if name not in catalog] == []
@@ -215,15 +199,11 @@ def hf_environ() -> dict[str, str]:
 def hf_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An HF_HOME filled only by `tinker-mock install-tokenizers` (every served model)."""
     home = tmp_path_factory.mktemp("hf-home")
-    done = subprocess.run(
+    done = run_checked(
         [sys.executable, "-m", "mock_server", "install-tokenizers"],
         env={**hf_environ(), "HF_HOME": str(home)},
-        capture_output=True,
-        text=True,
         timeout=600,
-        check=False,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
     print(done.stdout)
     return home
 
@@ -317,15 +297,11 @@ def test_installed_tokenizers_load_offline_real_ones_match_tiktoken_and_renderer
         "texts": TEXTS,
     }
     env = {**hf_environ(), "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(
-        [str(cookbook_python), "-c", TOKENIZER_LOAD_PROBE, json.dumps(request), str(answer)],
+    run_checked(
+        [cookbook_python, "-c", TOKENIZER_LOAD_PROBE, json.dumps(request), answer],
         env=env,
-        capture_output=True,
-        text=True,
         timeout=900,
-        check=False,
     )
-    assert done.returncode == 0, done.stderr[-4000:]
     result = json.loads(answer.read_text())
     assert result["failed"] == []
     # Every model's EOS is the catalogue's (the id the mock stops sampling at).

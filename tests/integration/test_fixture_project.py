@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import pytest
 
 from tests.support.mock_process import REPO_ROOT
 from tests.support.sdk_venv import ensure_cookbook_venv
+from tests.support.subprocesses import run_checked
 
 PROJECT = REPO_ROOT / "tests" / "fixture_project"
 # What a wheel build of tinker-ref reads (pyproject names README.md as the long description).
@@ -40,8 +40,7 @@ def install_checkout(python: Path, where: Path) -> Path:
     site = where / "site"
     command = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-deps"]
     command += ["--no-index", "--no-build-isolation", "--target", str(site), str(source)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_checked(command, timeout=300, tail=3000)
     return site
 
 
@@ -62,16 +61,13 @@ def test_a_user_project_passes_with_only_the_fixture_and_the_official_sdk(tmp_pa
         if not name.startswith(("TINKER_", "PYTEST_", "HF_"))
     }
     env.update(PYTHONPATH=str(site), TINKER_TELEMETRY="0", PYTHONDONTWRITEBYTECODE="1")
-    done = subprocess.run(
-        [str(python), "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={report}", "-q"],
+    run_checked(
+        [python, "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={report}", "-q"],
         cwd=project,
         env=env,
-        capture_output=True,
-        text=True,
         timeout=600,
-        check=False,
+        tail=6000,
     )
-    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
     cases = ET.parse(report).getroot().iter("testcase")
     outcomes = {case.get("name"): [child.tag for child in case] for case in cases}
     expected = {

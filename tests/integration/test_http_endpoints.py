@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from mock_server.service.config import CLIENT_CONFIG_DEFAULTS
-from tests.support.http_api import PROTOBUF, TINY, MakeMockApi, MockApi
+from tests.support.http_api import (
+    PROTOBUF,
+    TINY,
+    MakeMockApi,
+    MockApi,
+    assert_endpoint_served,
+    sample_body,
+)
 from tests.support.training import datum
 
 pytestmark = pytest.mark.asyncio
@@ -68,12 +75,7 @@ REQUIRED_ENDPOINTS = [
 async def test_every_endpoint_of_the_workflow_and_the_json_era_is_served(
     make_mock_api: MakeMockApi, method: str, path: str
 ) -> None:
-    api = await make_mock_api()
-    response = await api.client.request(
-        method, f"/api/v1/{path}", data=b"{}" if method == "POST" else None, headers=api.headers()
-    )
-    body = await response.json()
-    assert response.status != 405 and "no endpoint" not in body.get("detail", ""), body
+    await assert_endpoint_served(await make_mock_api(), method, path)
 
 
 @pytest.mark.spec("WIRE-1")
@@ -280,19 +282,13 @@ async def test_sampler_weights_sessions_and_samples(make_mock_api: MakeMockApi) 
     ephemeral_id = (await api.result(ephemeral["request_id"]))["sampling_session_id"]
     assert ephemeral_id == f"{session}:sample:1"
 
-    def sample_body(sampler_id: str, seq_id: int, seed: int) -> dict[str, object]:
-        return {
-            "sampling_session_id": sampler_id,
-            "seq_id": seq_id,
-            "num_samples": 3,
-            "prompt": {"chunks": [{"tokens": [1, 2, 3], "type": "encoded_text"}]},
-            "sampling_params": {"max_tokens": 5, "seed": seed, "temperature": 1.0, "stop": []},
-            "prompt_logprobs": True,
-        }
+    def three_samples(sampler_id: str) -> dict[str, object]:
+        params = {"max_tokens": 5, "seed": 9, "temperature": 1.0, "stop": []}
+        return {**sample_body(sampler_id, 0, [1, 2, 3], 3, **params), "prompt_logprobs": True}
 
-    first = await api.post("asample", sample_body(sampler, 0, seed=9))
+    first = await api.post("asample", three_samples(sampler))
     assert first["sample_sequence_ids"] == [f"{sampler}:0:{i}" for i in range(3)]
-    again = await api.post("asample", sample_body(ephemeral_id, 0, seed=9))
+    again = await api.post("asample", three_samples(ephemeral_id))
     a = await api.sample_output(first["request_id"])
     b = await api.sample_output(again["request_id"])
     assert [s.tokens for s in a.sequences] == [s.tokens for s in b.sequences]  # same weights
@@ -350,18 +346,25 @@ async def test_retrieve_long_polls_then_answers_try_again(make_mock_api: MakeMoc
     assert b'"type":"try_again"' in body and b'"queue_state":"active"' in body
 
 
-@pytest.mark.spec("FUT-3")
-async def test_complete_metadata_is_sent_once_for_large_results(
-    make_mock_api: MakeMockApi,
-) -> None:
+async def _large_result_not_yet_announced(make_mock_api: MakeMockApi) -> tuple[MockApi, str]:
+    """An app that announces results over 16 bytes with `complete_metadata`, and the request id
+    of a finished forward_backward whose result it has not announced yet."""
     api = await make_mock_api(metadata_threshold_bytes=16)
     model = await api.model()
     submitted = await api.forward_backward(model, 1, [datum(TOKENS)])
     await api.forward_output(submitted["request_id"])  # waits until done
     api.service.ctx.futures.get(submitted["request_id"]).metadata_sent = False
-    status, _, body = await api.poll(submitted["request_id"], PROTOBUF)
+    return api, submitted["request_id"]
+
+
+@pytest.mark.spec("FUT-3")
+async def test_complete_metadata_is_sent_once_for_large_results(
+    make_mock_api: MakeMockApi,
+) -> None:
+    api, request_id = await _large_result_not_yet_announced(make_mock_api)
+    status, _, body = await api.poll(request_id, PROTOBUF)
     assert status == 200 and b"complete_metadata" in body
-    status, content_type, body = await api.poll(submitted["request_id"], PROTOBUF)
+    status, content_type, body = await api.poll(request_id, PROTOBUF)
     assert content_type == PROTOBUF  # never announced twice
 
 
@@ -369,14 +372,8 @@ async def test_complete_metadata_is_sent_once_for_large_results(
 async def test_complete_metadata_is_never_sent_to_a_poll_that_does_not_allow_it(
     make_mock_api: MakeMockApi,
 ) -> None:
-    api = await make_mock_api(metadata_threshold_bytes=16)
-    model = await api.model()
-    submitted = await api.forward_backward(model, 1, [datum(TOKENS)])
-    await api.forward_output(submitted["request_id"])
-    api.service.ctx.futures.get(submitted["request_id"]).metadata_sent = False
-    status, content_type, _ = await api.poll(
-        submitted["request_id"], PROTOBUF, allow_metadata_only=False
-    )
+    api, request_id = await _large_result_not_yet_announced(make_mock_api)
+    status, content_type, _ = await api.poll(request_id, PROTOBUF, allow_metadata_only=False)
     assert (status, content_type) == (200, PROTOBUF)  # the payload, not an announcement
 
 
@@ -386,17 +383,12 @@ async def test_samples_without_a_seed_are_drawn_the_same_on_a_rerun_of_the_scena
 ) -> None:
     async def draw(api: MockApi) -> list[list[int]]:
         session = await api.session()
-        body = {"session_id": session, "sampling_session_seq_id": 0, "base_model": TINY}
-        sampler = (await api.post("create_sampling_session", body))["sampling_session_id"]
+        sampler = await api.sampler(session)
         tokens = []
         for seq_id in (0, 1):
-            sample = {
-                "sampling_session_id": sampler,
-                "seq_id": seq_id,
-                "num_samples": 2,
-                "prompt": {"chunks": [{"tokens": [4, 5, 6], "type": "encoded_text"}]},
-                "sampling_params": {"max_tokens": 8, "temperature": 1.0, "stop": []},
-            }
+            sample = sample_body(
+                sampler, seq_id, [4, 5, 6], 2, max_tokens=8, temperature=1.0, stop=[]
+            )
             output = await api.sample_output((await api.post("asample", sample))["request_id"])
             tokens += [s.tokens for s in output.sequences]
         return tokens

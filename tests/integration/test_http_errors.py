@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import zstandard
 
-from tests.support.http_api import PROTOBUF, TINY, MakeMockApi, MockApi
+from tests.support.http_api import PROTOBUF, TINY, MakeMockApi, MockApi, alice_and_bob
 from tests.support.training import datum
 from tinker_ref.codec import encode_forward_backward_request
 
@@ -103,10 +103,8 @@ async def test_401_without_or_with_a_malformed_key(make_mock_api: MakeMockApi) -
 async def test_api_keys_file_admits_listed_keys_and_isolates_sessions(
     make_mock_api: MakeMockApi, tmp_path: Path
 ) -> None:
-    keys = tmp_path / "keys.txt"
-    keys.write_text("# team keys\ntml-alice\ntml-bob  # second\n")
-    alice = await make_mock_api(api_keys_file=keys, api_key="tml-alice")
-    bob = MockApi(alice.client, "tml-bob")
+    keys = "# team keys\ntml-alice\ntml-bob  # second\n"
+    alice, bob = await alice_and_bob(make_mock_api, tmp_path / "keys.txt", keys)
     mallory = MockApi(alice.client, "tml-mallory")
     await mallory.post("create_session", {}, status=401)
     model = await trained_model(alice)
@@ -158,7 +156,7 @@ async def test_409_same_seq_id_with_a_different_body(make_mock_api: MakeMockApi)
     status, body, headers = await raw_post(
         api,
         "forward_backward",
-        api.forward_backward_body(model, 4, [datum([2, 3, 4])]),
+        encode_forward_backward_request(model, 4, [datum([2, 3, 4])], "cross_entropy"),
         api.headers({"Content-Type": PROTOBUF}),
     )
     assert status == 409 and body["field"] == "seq_id" and "different request" in body["detail"]
@@ -219,7 +217,7 @@ async def test_413_zstd_bomb(make_mock_api: MakeMockApi) -> None:
 async def test_415_wrong_content_type_or_encoding(make_mock_api: MakeMockApi) -> None:
     api = await make_mock_api()
     model = await api.model()
-    payload = api.forward_backward_body(model, 1, [datum(TOKENS)])
+    payload = encode_forward_backward_request(model, 1, [datum(TOKENS)], "cross_entropy")
     status, body, _ = await raw_post(
         api, "forward_backward", payload, api.headers({"Content-Type": "text/plain"})
     )

@@ -12,7 +12,7 @@ import pytest
 
 from mock_server.embedded import EmbeddedServer, serve
 from mock_server.service import checkpoint_meta
-from tests.support.http_api import MakeMockApi
+from tests.support.http_api import MakeMockApi, assert_endpoint_served
 from tests.support.training import datum
 from tinker_ref import RestClient, ServiceClient, TrainingClient, errors, types
 
@@ -301,11 +301,4 @@ async def test_every_rest_endpoint_is_served(
     make_mock_api: MakeMockApi, method: str, path: str
 ) -> None:
     api = await make_mock_api()
-    response = await api.client.request(
-        method,
-        f"/api/v1/{path}",
-        data=b"{}" if method in ("POST", "PUT") else None,
-        headers=api.headers({"Content-Type": "application/json"}),
-    )
-    body = await response.json() if response.status != 204 else {}
-    assert response.status != 405 and "no endpoint" not in body.get("detail", ""), body
+    await assert_endpoint_served(api, method, path, {"Content-Type": "application/json"})

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.subprocesses import run_json
 from tinker_ref import errors, flow
 from tinker_ref.retry import Action, RetryConfig, RetryPolicy, classify, retry_after_seconds
 from tinker_ref.service_client import ClientOptions
@@ -116,17 +117,11 @@ print(json.dumps({
 
 @pytest.fixture(scope="module")
 def sdk(official_sdk_38: Path) -> dict[str, Any]:
-    completed = subprocess.run(
-        [str(official_sdk_38), "-c", SDK_PROBE, json.dumps(RETRY_AFTER_CASES)],
-        capture_output=True,
-        text=True,
+    return run_json(
+        [official_sdk_38, "-c", SDK_PROBE, json.dumps(RETRY_AFTER_CASES)],
         timeout=120,
         env={**os.environ, "TINKER_TELEMETRY": "0"},
-        check=False,
     )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
-    return result
 
 
 def _decision(status: int, headers: dict[str, str] | None = None) -> bool:

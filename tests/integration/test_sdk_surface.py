@@ -12,14 +12,14 @@ of every SDK `types` record must exist on tinker_ref's class of the same name.
 from __future__ import annotations
 
 import collections
-import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.subprocesses import run_json
 
 SUPPORT = Path(__file__).resolve().parents[1] / "support"
 SCRIPT = SUPPORT / "sdk_surface.py"
@@ -29,17 +29,9 @@ pytestmark = [pytest.mark.spec("WIRE-21"), pytest.mark.sdk]
 
 
 def _surface(python: Path | str, package: str) -> dict[str, Any]:
-    done = subprocess.run(
-        [str(python), str(SCRIPT), package],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "TINKER_TELEMETRY": "0"},
-        check=False,
+    return run_json(
+        [python, SCRIPT, package], timeout=300, env={**os.environ, "TINKER_TELEMETRY": "0"}
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    surface: dict[str, Any] = json.loads(done.stdout)
-    return surface
 
 
 def exclusions() -> dict[str, str]:

@@ -28,6 +28,7 @@ import torch
 
 import tinker_ref.mock
 from mock_server.testing import MockServer
+from tests.support.subprocesses import run_checked
 from tests.support.training import datum
 from tinker_ref import ServiceClient, types
 from tinker_ref.codec import decode_forward_backward_output, encode_forward_backward_request
@@ -94,9 +95,27 @@ def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:
         f"--user-data-dir={profile}",
         *args,
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done
+    return run_checked(command, timeout=120, tail=3000)
+
+
+def require_chromium() -> None:
+    """Skip where chromium is not installed; in CI, which must run the browser tests, fail."""
+    if CHROMIUM is None:
+        missing = "chromium is not installed (Debian: apt-get install -y chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(missing)
+        pytest.skip(missing)
+
+
+def dom_and_screenshot(url: str, tmp_path: Path, screenshot: Path, height: int) -> str:
+    """The page at `url` as Chromium renders it (its DOM), after a 1400 x `height` screenshot
+    of it is written to `screenshot`."""
+    dom = chromium("--dump-dom", url, profile=tmp_path / "profile-dom").stdout
+    chromium(
+        f"--window-size=1400,{height}", f"--screenshot={screenshot}", url, profile=tmp_path / "p2"
+    )
+    print(f"status page screenshot: {screenshot}")
+    return dom
 
 
 def png_pixels(path: Path) -> tuple[int, int, list[bytes]]:
@@ -181,21 +200,13 @@ def test_status_page_shows_nothing_when_sessions_are_private(tmp_path: Path) -> 
 
 
 def test_status_page_in_headless_chromium_shows_the_loss_curve(tmp_path: Path) -> None:
-    if CHROMIUM is None:
-        # CI must run this test: there a missing browser is a failure, not a skip.
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (Debian: apt-get install -y chromium)")
-        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
+    require_chromium()
     screenshot = tmp_path / "status.png"
     with tinker_ref.mock.serve(seed=0) as mock:
         model_id = train(mock, steps=10)
         losses = mock.losses(model_id)
         url = mock.url + "/"
-        dom = chromium("--dump-dom", url, profile=tmp_path / "profile-dom").stdout
-        chromium(
-            "--window-size=1400,500", f"--screenshot={screenshot}", url, profile=tmp_path / "p2"
-        )
-    print(f"status page screenshot: {screenshot}")
+        dom = dom_and_screenshot(url, tmp_path, screenshot, height=500)
     page = parse(dom)
     (row,) = page.find("tr", data_model_id=model_id)
     assert row["data-steps"] == "10"
@@ -391,19 +402,12 @@ def test_custom_loss_header_must_be_a_number_and_is_refused_naming_it() -> None:
 def test_status_page_in_headless_chromium_shows_custom_loss_failures_and_checkpoint(
     tmp_path: Path,
 ) -> None:
-    if CHROMIUM is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (Debian: apt-get install -y chromium)")
-        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
+    require_chromium()
     screenshot = tmp_path / "status-custom-loss.png"
     with tinker_ref.mock.serve(seed=0) as mock:
         run = custom_run_failures_and_checkpoint(mock, steps=8)
         url = mock.url + "/"
-        dom = chromium("--dump-dom", url, profile=tmp_path / "profile-dom").stdout
-        chromium(
-            "--window-size=1400,1600", f"--screenshot={screenshot}", url, profile=tmp_path / "p2"
-        )
-    print(f"status page screenshot: {screenshot}")
+        dom = dom_and_screenshot(url, tmp_path, screenshot, height=1600)
     page = parse(dom)
     losses, surrogate = run["losses"], run["surrogate"]
     assert losses[-1] < 0.5 * losses[0], losses  # the margin loss the user optimises fell

@@ -14,9 +14,7 @@ what the clients returned (spec WIRE-15, WIRE-19, WIRE-21).
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,8 @@ import pytest
 
 from mock_server.embedded import serve
 from mock_server.faults import FaultPlan, FaultRule
+from tests.support.server_state import recorded_requests
+from tests.support.subprocesses import run_json
 
 SCENARIO = Path(__file__).resolve().parents[1] / "support" / "surface_scenario.py"
 # Polls, heartbeats, telemetry, dynamic config: their number depends on timing, not on calls.
@@ -51,20 +51,12 @@ def run_surface_scenario(python: Path | str, sdk: str) -> dict[str, Any]:
         client_config_overrides={"custom_loss_server_side": True},
         fault_plan=FAULTS,
     ) as mock:
-        done = subprocess.run(
-            [str(python), str(SCENARIO), sdk, mock.url],
-            capture_output=True,
-            text=True,
+        output = run_json(
+            [python, SCENARIO, sdk, mock.url],
             timeout=300,
             env={**os.environ, "TINKER_TELEMETRY": "0", **ENVIRONMENT},
-            check=False,
         )
-        assert done.returncode == 0, done.stderr[-4000:]
-        result: dict[str, Any] = {"output": json.loads(done.stdout.strip().splitlines()[-1])}
-        result["records"] = mock.call(
-            lambda: [record.to_json() for record in mock.service.records.records()]
-        )
-    return result
+        return {"output": output, "records": recorded_requests(mock)}
 
 
 @pytest.fixture(scope="module")

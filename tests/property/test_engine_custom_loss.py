@@ -33,6 +33,7 @@ from tests.support.engine_data import (
     sgd_like_adam,
     some_gradient_is_nonzero,
     twin,
+    twins_and_batch,
     warm_model,
 )
 
@@ -137,9 +138,7 @@ def test_custom_multi_target_loss_gradient_is_bitwise_the_direct_autograd_gradie
 def test_custom_mean_nll_step_equals_cross_entropy_with_weights_one_over_n_and_local_adamw(
     base_model, data, lr
 ):
-    custom = warm_model(base_model)
-    builtin = twin(custom)
-    batch = data.draw(batches(custom.vocab_size))
+    custom, builtin, batch = twins_and_batch(base_model, data)
     n = batch.num_tokens
 
     def mean_nll(logprobs: Sequence[Tensor]) -> Tensor:
@@ -178,9 +177,7 @@ def test_custom_mean_nll_step_equals_cross_entropy_with_weights_one_over_n_and_l
 @pytest.mark.spec("LOSS-5", "LOSS-9")
 @given(base_model=st.sampled_from(TEST_MODELS), data=st.data())
 def test_gradient_of_four_times_the_weights_is_exactly_four_times_the_gradient(base_model, data):
-    model = warm_model(base_model)
-    other = twin(model)
-    batch = data.draw(batches(model.vocab_size))
+    model, other, batch = twins_and_batch(base_model, data)
     weights = batch.floats("weights")
 
     model.forward_backward(batch.datums(weights=weights), "cross_entropy")
@@ -193,9 +190,7 @@ def test_gradient_of_four_times_the_weights_is_exactly_four_times_the_gradient(b
 @pytest.mark.spec("LOSS-6")
 @given(base_model=st.sampled_from(TEST_MODELS), data=st.data())
 def test_gradients_of_two_calls_accumulate_as_a_sum(base_model, data):
-    accumulated = warm_model(base_model)
-    single = twin(accumulated)
-    batch = data.draw(batches(accumulated.vocab_size))
+    accumulated, single, batch = twins_and_batch(base_model, data)
     weights = batch.floats("weights")
 
     accumulated.forward_backward(batch.datums(weights=weights), "cross_entropy")
@@ -245,9 +240,7 @@ def test_zero_weights_give_zero_loss_and_leave_parameters_bit_identical_after_ad
 @pytest.mark.spec("LOSS-2", "LOSS-4")
 @given(base_model=st.sampled_from(TEST_MODELS), data=st.data())
 def test_permuting_datums_permutes_outputs_bitwise_and_keeps_the_gradient(base_model, data):
-    model = warm_model(base_model)
-    permuted_model = twin(model)
-    batch = data.draw(batches(model.vocab_size, min_datums=2))
+    model, permuted_model, batch = twins_and_batch(base_model, data, min_datums=2)
     order = data.draw(st.permutations(range(len(batch))), label="order")
     weights = batch.floats("weights")
 
@@ -298,9 +291,7 @@ def _update_error(model, batch: Batch, weights: list[Tensor], eta: float, refere
 @pytest.mark.spec("OPT-3")
 @given(base_model=st.sampled_from(TEST_MODELS), data=st.data(), eta=st.sampled_from([0.3, 1.0]))
 def test_sgd_emulating_adam_moves_parameters_by_minus_eta_times_the_gradient(base_model, data, eta):
-    model = warm_model(base_model)
-    probe = twin(model)
-    batch = data.draw(batches(model.vocab_size, max_len=6))
+    model, probe, batch = twins_and_batch(base_model, data, max_len=6)
     weights = batch.floats("weights")
     probe.forward_backward(batch.datums(weights=weights), "cross_entropy")
     gradient = grads(probe)
@@ -359,9 +350,9 @@ def _weighted_nll(logprobs: Tensor, inputs: Mapping[str, Tensor]) -> DatumLossRe
 def test_per_datum_loss_sums_losses_reduces_metrics_and_matches_the_builtin_gradient(
     base_model, data
 ):
-    model = warm_model(base_model)
-    builtin = twin(model)
-    batch = data.draw(batches(model.vocab_size, k=data.draw(st.sampled_from([None, 2]))))
+    model, builtin, batch = twins_and_batch(
+        base_model, data, k=data.draw(st.sampled_from([None, 2]))
+    )
     datums = batch.datums(weights=batch.floats("weights"))
 
     result = model.forward_backward_per_datum(datums, _weighted_nll)

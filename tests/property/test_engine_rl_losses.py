@@ -38,7 +38,7 @@ from tests.support.engine_data import (
     forward_logprobs,
     grads,
     some_gradient_is_nonzero,
-    twin,
+    twins_and_batch,
     warm_model,
 )
 
@@ -205,14 +205,21 @@ def _beyond(lp: Tensor, upward: bool) -> Tensor:
     return moved
 
 
-def _gradient_at(name: str, lp: Tensor, adv: float, config: dict, per_token=None) -> float:
-    """dL/dl of a one-token datum with q = 0 (and a one-token GSPO mask)."""
+def _one_token_inputs(name: str, adv: float, per_token=None) -> dict[str, Tensor]:
+    """The loss inputs of a one-token datum with q = 0, advantage `adv`, per-token thresholds
+    `per_token` (low, high) if given, and a one-token GSPO mask."""
     inputs = {"logprobs": torch.zeros(1), "advantages": torch.tensor([adv])}
     if per_token is not None:
         inputs["clip_low_threshold"] = torch.tensor([per_token[0]])
         inputs["clip_high_threshold"] = torch.tensor([per_token[1]])
     if name == "gspo":
         inputs["sequence_ratio_mask"] = torch.ones(1)
+    return inputs
+
+
+def _gradient_at(name: str, lp: Tensor, adv: float, config: dict, per_token=None) -> float:
+    """dL/dl of a one-token datum with q = 0 (and a one-token GSPO mask)."""
+    inputs = _one_token_inputs(name, adv, per_token)
     _, gradient = engine_elementwise(name, lp.reshape(1), inputs, config)
     return gradient.item()
 
@@ -252,12 +259,7 @@ def test_clipped_gradient_is_zero_just_outside_the_bounds_and_full_just_inside(n
 def test_clipped_loss_value_at_the_bounds_is_minus_ratio_times_advantage(name, mode):
     (low, high), config, per_token = BOUNDS[mode]
     for bound, adv in ((high, 1.0), (high, -1.0), (low, 1.0), (low, -1.0)):
-        inputs = {"logprobs": torch.zeros(1), "advantages": torch.tensor([adv])}
-        if per_token is not None:
-            inputs["clip_low_threshold"] = torch.tensor([per_token[0]])
-            inputs["clip_high_threshold"] = torch.tensor([per_token[1]])
-        if name == "gspo":
-            inputs["sequence_ratio_mask"] = torch.ones(1)
+        inputs = _one_token_inputs(name, adv, per_token)
         value, _ = engine_elementwise(name, _logprob_for_ratio(bound).reshape(1), inputs, config)
         assert value.item() == pytest.approx(-adv * bound, rel=1e-6)
 
@@ -342,9 +344,7 @@ def test_gspo_with_a_one_token_mask_is_ppo_on_that_token(seed, n, data):
 @pytest.mark.spec("LOSS-14")
 @given(base_model=st.sampled_from(TEST_MODELS), data=st.data())
 def test_gspo_with_a_one_token_mask_has_the_ppo_parameter_gradient_of_that_token(base_model, data):
-    model = warm_model(base_model)
-    ppo_model = twin(model)
-    batch = data.draw(batches(model.vocab_size, max_datums=3))
+    model, ppo_model, batch = twins_and_batch(base_model, data, max_datums=3)
     learner = forward_logprobs(model, batch)
     g = torch.Generator().manual_seed(derive_seed("gspo", batch.seed))
     masks, advantages, sampler = [], [], []
@@ -379,9 +379,7 @@ def test_gspo_with_a_one_token_mask_has_the_ppo_parameter_gradient_of_that_token
 def test_client_reimplementation_through_custom_loss_has_the_builtin_gradient_bitwise(
     name, base_model, data, mode, beta
 ):
-    custom = warm_model(base_model)
-    builtin = twin(custom)
-    batch = data.draw(batches(custom.vocab_size))
+    custom, builtin, batch = twins_and_batch(base_model, data)
     rl = draw_rl_inputs(name, forward_logprobs(custom, batch), batch.seed, mode, beta)
 
     custom_loss_backward(custom, batch, client_loss(name, rl))

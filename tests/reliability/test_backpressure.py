@@ -24,6 +24,7 @@ from tests.reliability.runs import (
 )
 from tests.support.http_api import TINY, MakeMockApi
 from tests.support.training import datum
+from tinker_ref.codec import encode_forward_backward_request
 
 TOKENS = [1, 5, 9, 12, 3, 7]
 
@@ -41,7 +42,7 @@ async def test_past_the_pending_limit_ops_get_429_with_retry_after_and_consume_n
     ]
     response = await api.client.post(
         "/api/v1/forward_backward",
-        data=api.forward_backward_body(model, 5, [datum(TOKENS)]),
+        data=encode_forward_backward_request(model, 5, [datum(TOKENS)], "cross_entropy"),
         headers=api.headers({"Content-Type": "application/x-protobuf"}),
     )
     assert response.status == 429 and response.headers["Retry-After"] == "1"

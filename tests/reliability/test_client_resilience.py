@@ -72,6 +72,15 @@ def assert_same_end(faulted: dict[str, Any], clean: dict[str, Any]) -> None:
     assert faulted["executed"] == clean["executed"]  # no op ran twice, none was lost
 
 
+def run_through_fault(
+    transport: str, rule: dict[str, Any], clean_runs: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """The run over `transport` with the one fault `rule`: it must end as the clean run did."""
+    run = train(transport, FaultPlan.from_json({"rules": [rule]}))
+    assert_same_end(run, clean_runs[transport])
+    return run
+
+
 def faulted(records: list[dict[str, Any]], what: str = "") -> list[dict[str, Any]]:
     return [r for r in records if what in r.get("extra", {}).get("fault", "-")]
 
@@ -89,8 +98,7 @@ def test_a_billing_pause_is_waited_out_and_the_run_ends_identically(
 ) -> None:
     # Every request is answered 402 for 8 s, from the first optim_step on.
     outage = {"endpoint": "optim_step", "kind": "outage", "status": 402, "seconds": 8}
-    run = train(transport, FaultPlan.from_json({"rules": [outage]}))
-    assert_same_end(run, clean_runs[transport])
+    run = run_through_fault(transport, outage, clean_runs)
     assert len(faulted(run["records"], "status 402")) >= 2  # the pause was tried again
     paused = [r for r in retry_log.records if "paused due to billing" in r.getMessage()]
     assert len(paused) == 1 and paused[0].levelno == logging.WARNING  # once a minute at most
@@ -103,8 +111,7 @@ def test_retry_after_is_honoured_over_both_wires(
     transport: str, clean_runs: dict[str, dict[str, Any]], retry_log: pytest.LogCaptureFixture
 ) -> None:
     rule = {"endpoint": "optim_step", "kind": "status", "status": 503, "retry_after": 1.25}
-    run = train(transport, FaultPlan.from_json({"rules": [rule]}))
-    assert_same_end(run, clean_runs[transport])
+    run_through_fault(transport, rule, clean_runs)
     delays = [r.retry_delay for r in retry_log.records if hasattr(r, "retry_delay")]
     assert delays == [1.25]
 
@@ -120,8 +127,7 @@ def test_polls_of_a_failing_server_back_off_instead_of_spinning(
     # 0.5 s -> 10 s backoff less its jitter), so at most 6 polls fit in 12 s however fast the
     # machine; SDK 0.38 re-polls a 5xx at once (2180 polls in 12 s, measured).
     outage = {"endpoint": "retrieve_future", "kind": "outage", "status": 503, "seconds": 12}
-    run = train(transport, FaultPlan.from_json({"rules": [outage]}))
-    assert_same_end(run, clean_runs[transport])
+    run = run_through_fault(transport, outage, clean_runs)
     polls = [r for r in faulted(run["records"], "outage") if "etrieve" in r["endpoint"]]
     assert 2 <= len(polls) <= 6
 

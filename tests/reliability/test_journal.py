@@ -131,16 +131,29 @@ def _config(data_dir: Path) -> ServerConfig:
     return ServerConfig(port=0, data_dir=data_dir, journal=True, long_poll_seconds=5.0)
 
 
-async def _train(service: TinkerService) -> tuple[str, list[str]]:
-    """Session, model, two forward_backward + optim_step rounds and a sampler snapshot; returns
-    the model id and every request id the client was given."""
+async def _start(data_dir: Path) -> TinkerService:
+    """A journaling service on `data_dir`, recovered from what the journal there holds."""
+    service = TinkerService(_config(data_dir))
+    await service.recover()
+    return service
+
+
+async def _create_model(service: TinkerService) -> tuple[str, str, str]:
+    """A new session and a LoRA model in it (seq_id 0): the session id, the model id and the
+    create_model request id."""
     session = await service.create_session(PRINCIPAL, CreateSession())
     created = await service.training.create_model(
         PRINCIPAL,
         CreateModel(session.session_id, 0, "tinker-ref/tiny-bytes", LoraSpec(rank=4, seed=3)),
     )
-    model_id = created.model_id or ""
-    request_ids = [created.request_id]
+    return session.session_id, created.model_id or "", created.request_id
+
+
+async def _train(service: TinkerService) -> tuple[str, list[str]]:
+    """Session, model, two forward_backward + optim_step rounds and a sampler snapshot; returns
+    the model id and every request id the client was given."""
+    _, model_id, created = await _create_model(service)
+    request_ids = [created]
     seq_id = 1
     for step in range(2):
         tokens = [(step * 5 + i) % 200 for i in range(10)]
@@ -170,15 +183,14 @@ def test_a_restart_restores_weights_optimizer_seq_ids_results_and_retries(
     tmp_path: Path,
 ) -> None:
     async def scenario() -> None:
-        first = TinkerService(_config(tmp_path))
-        await first.recover()
+        first = await _start(tmp_path)
         model_id, request_ids = await _train(first)
         before = _state(first, model_id)
         results = [(await first.retrieve(PRINCIPAL, rid)).result for rid in request_ids]
         await first.close()
 
-        second = TinkerService(_config(tmp_path))
-        recovery = await second.recover()
+        second = await _start(tmp_path)
+        recovery = second.recovery
         assert recovery is not None and recovery.mismatches == 0 and not recovery.torn_tail
         assert recovery.records == len(request_ids) + 1  # + create_session
         after = _state(second, model_id)
@@ -202,20 +214,15 @@ def test_a_restart_restores_weights_optimizer_seq_ids_results_and_retries(
 def test_a_torn_last_record_is_dropped_and_a_damaged_earlier_one_stops_the_start(
     tmp_path: Path,
 ) -> None:
-    async def start() -> TinkerService:
-        service = TinkerService(_config(tmp_path))
-        await service.recover()
-        return service
-
     async def scenario() -> None:
-        service = await start()
+        service = await _start(tmp_path)
         await service.create_session(PRINCIPAL, CreateSession())
         await service.create_session(PRINCIPAL, CreateSession())
         await service.close()
         path = tmp_path / JOURNAL_FILE
         intact = path.read_bytes()
         path.write_bytes(intact + intact.splitlines(keepends=True)[0][:40])  # killed mid-append
-        service = await start()
+        service = await _start(tmp_path)
         assert service.recovery is not None
         assert (service.recovery.records, service.recovery.torn_tail) == (2, True)
         assert path.read_bytes() == intact  # truncated back to whole records
@@ -223,7 +230,7 @@ def test_a_torn_last_record_is_dropped_and_a_damaged_earlier_one_stops_the_start
         lines = intact.splitlines(keepends=True)
         path.write_bytes(lines[0].replace(b"create_session", b"create_sessioN") + lines[1])
         with pytest.raises(JournalError, match="damaged"):
-            await start()
+            await _start(tmp_path)
 
     asyncio.run(scenario())
 
@@ -261,15 +268,9 @@ def test_a_new_state_changing_op_is_journaled_and_replayed_without_any_table_ent
     tmp_path: Path,
 ) -> None:
     async def scenario() -> None:
-        first = TinkerService(_config(tmp_path))
-        await first.recover()
-        session = await first.create_session(PRINCIPAL, CreateSession())
-        created = await first.training.create_model(
-            PRINCIPAL,
-            CreateModel(session.session_id, 0, "tinker-ref/tiny-bytes", LoraSpec(rank=4, seed=3)),
-        )
-        model_id = created.model_id or ""
-        await first.retrieve(PRINCIPAL, created.request_id)
+        first = await _start(tmp_path)
+        _, model_id, created = await _create_model(first)
+        await first.retrieve(PRINCIPAL, created)
         fresh = _state(first, model_id)
         nudge = NudgeAdapters(model_id, 1, 0.25)
         nudged = await first.submit(PRINCIPAL, NudgeAdaptersOp(nudge))
@@ -286,8 +287,8 @@ def test_a_new_state_changing_op_is_journaled_and_replayed_without_any_table_ent
             {"error": "InvalidArgument"},
         ]
 
-        second = TinkerService(_config(tmp_path))
-        recovery = await second.recover()
+        second = await _start(tmp_path)
+        recovery = second.recovery
         assert recovery is not None and (recovery.records, recovery.mismatches) == (4, 0)
         replayed = _state(second, model_id)
         assert all(torch.equal(after[name], replayed[name]) for name in after)
@@ -311,14 +312,8 @@ def test_rest_changes_and_external_weights_are_journaled_and_replayed_as_they_we
     tmp_path: Path,
 ) -> None:
     async def scenario() -> None:
-        first = TinkerService(_config(tmp_path))
-        await first.recover()
-        session = await first.create_session(PRINCIPAL, CreateSession())
-        created = await first.training.create_model(
-            PRINCIPAL,
-            CreateModel(session.session_id, 0, "tinker-ref/tiny-bytes", LoraSpec(rank=4, seed=3)),
-        )
-        model_id = created.model_id or ""
+        first = await _start(tmp_path)
+        session_id, model_id, _ = await _create_model(first)
         saves = [
             await first.training.save_weights(PRINCIPAL, SaveWeights(model_id, 1, "a")),
             await first.training.save_weights(PRINCIPAL, SaveWeights(model_id, 2, "b")),
@@ -332,7 +327,7 @@ def test_rest_changes_and_external_weights_are_journaled_and_replayed_as_they_we
         await rest.set_checkpoint_ttl(PRINCIPAL, model_id, "weights/b", 7200)
         await rest.set_checkpoint_public(PRINCIPAL, model_id, "weights/b", True)
         await rest.delete_checkpoint(PRINCIPAL, model_id, "weights/a")
-        await rest.assign_session_project(PRINCIPAL, session.session_id, "proj-journal")
+        await rest.assign_session_project(PRINCIPAL, session_id, "proj-journal")
         copy = await rest.copy_weights(PRINCIPAL, f"tinker://{model_id}/weights/b", None, 3600)
         # A save under a deleted name is a new checkpoint, on replay too (not "already exists").
         again = await first.training.save_weights(PRINCIPAL, SaveWeights(model_id, 4, "a"))
@@ -359,12 +354,12 @@ def test_rest_changes_and_external_weights_are_journaled_and_replayed_as_they_we
             "rest.copy_weights",
         } <= set(ops)
 
-        second = TinkerService(_config(tmp_path))
-        recovery = await second.recover()
+        second = await _start(tmp_path)
+        recovery = second.recovery
         assert recovery is not None and (recovery.records, recovery.mismatches) == (len(ops), 0)
         assert set(before) == {"weights/a", "weights/b", "external_weights/export"}
         assert listed(second) == before  # the same TTL (to the second it was set), public flag
-        assert second.ctx.registry.sessions[session.session_id].project_id == "proj-journal"
+        assert second.ctx.registry.sessions[session_id].project_id == "proj-journal"
         copy_after = second.rest.find_checkpoint(PRINCIPAL, copy_run, copy_name)[1].meta
         assert (copy_after.created_at, copy_after.expires_at) == (
             copy_before.created_at,

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from mock_server.cli import build_parser, config_from_args
 from mock_server.service import ServerConfig
-from tests.support.http_api import TINY, MakeMockApi, MockApi
+from tests.support.http_api import TINY, MakeMockApi, MockApi, alice_and_bob
 from tests.support.profiles import examples
 from tests.support.training import datum
 
@@ -37,10 +37,7 @@ async def _save(api: MockApi, model: str, seq_id: int, name: str) -> str:
 async def test_every_kind_of_id_of_another_key_is_not_found_word_for_word_like_a_missing_one(
     make_mock_api: MakeMockApi, tmp_path: Path
 ) -> None:
-    keys = tmp_path / "keys.txt"
-    keys.write_text("tml-alice\ntml-bob\n")
-    alice = await make_mock_api(api_keys_file=keys, api_key="tml-alice")
-    bob = MockApi(alice.client, "tml-bob")
+    alice, bob = await alice_and_bob(make_mock_api, tmp_path / "keys.txt")
     session = await alice.session()
     model = await alice.create_model(session)
     await alice.forward_output(

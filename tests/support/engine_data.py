@@ -191,6 +191,16 @@ def batches(
     )
 
 
+def twins_and_batch(
+    base_model: str, data: st.DataObject, **batch_options: Any
+) -> tuple[TrainingModel, TrainingModel, Batch]:
+    """A `warm_model`, its `twin` and a batch drawn from `batches(vocab_size, **batch_options)`:
+    the setup of a test that runs the same model two ways and compares the two."""
+    model = warm_model(base_model)
+    other = twin(model)
+    return model, other, data.draw(batches(model.vocab_size, **batch_options))
+
+
 # ----- gradients and the custom-loss path -----
 
 

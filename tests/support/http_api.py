@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import zstandard
@@ -98,21 +99,13 @@ class MockApi:
         result = await self.result(body["request_id"])
         return str(result["model_id"])
 
+    async def sampler(self, session: str, base_model: str = TINY) -> str:
+        """A new sampling session (seq 0) on `base_model` in `session`: its id."""
+        body = {"session_id": session, "sampling_session_seq_id": 0, "base_model": base_model}
+        return str((await self.post("create_sampling_session", body))["sampling_session_id"])
+
     async def model(self, base_model: str = TINY, seed: int | None = 11) -> str:
         return await self.create_model(await self.session(), base_model=base_model, seed=seed)
-
-    def forward_backward_body(
-        self,
-        model_id: str,
-        seq_id: int,
-        data: Sequence[Datum],
-        loss_fn: str = "cross_entropy",
-        forward_only: bool = False,
-        config: Mapping[str, float | str] | None = None,
-    ) -> bytes:
-        return encode_forward_backward_request(
-            model_id, seq_id, data, loss_fn, config, forward_only=forward_only
-        )
 
     async def forward_backward(
         self,
@@ -127,7 +120,9 @@ class MockApi:
         zstd: bool = False,
         headers: Mapping[str, str] | None = None,
     ) -> Any:
-        body = self.forward_backward_body(model_id, seq_id, data, loss_fn, forward_only, config)
+        body = encode_forward_backward_request(
+            model_id, seq_id, data, loss_fn, config, forward_only=forward_only
+        )
         extra = {"Content-Type": PROTOBUF, **(headers or {})}
         if zstd:
             body = zstandard.ZstdCompressor().compress(body)
@@ -202,3 +197,41 @@ class MockApi:
 # The `make_mock_api` fixture (tests/support/fixtures.py): `await make_mock_api(**overrides)`
 # starts a fresh in-process app with `ServerConfig` overrides (plus `api_key=` for the client).
 MakeMockApi = Callable[..., Awaitable[MockApi]]
+
+
+def sample_body(
+    sampler_id: str, seq_id: int, tokens: Sequence[int], num_samples: int, **params: Any
+) -> dict[str, Any]:
+    """An `asample` body: `num_samples` samples of the prompt `tokens` with sampling `params`."""
+    return {
+        "sampling_session_id": sampler_id,
+        "seq_id": seq_id,
+        "num_samples": num_samples,
+        "prompt": {"chunks": [{"tokens": list(tokens), "type": "encoded_text"}]},
+        "sampling_params": params,
+    }
+
+
+async def alice_and_bob(
+    make_mock_api: MakeMockApi, keys_file: Path, keys: str = "tml-alice\ntml-bob\n"
+) -> tuple[MockApi, MockApi]:
+    """A fresh app that admits the keys listed in `keys_file` (written with `keys`), and a
+    client for each of the keys `tml-alice` and `tml-bob`."""
+    keys_file.write_text(keys)
+    alice = await make_mock_api(api_keys_file=keys_file, api_key="tml-alice")
+    return alice, MockApi(alice.client, "tml-bob")
+
+
+async def assert_endpoint_served(
+    api: MockApi, method: str, path: str, headers: Mapping[str, str] | None = None
+) -> None:
+    """`method /api/v1/<path>` (with a `{}` body for POST and PUT) reaches a handler: no 405
+    and not the catch-all's "no endpoint", whatever the handler makes of the empty body."""
+    response = await api.client.request(
+        method,
+        f"/api/v1/{path}",
+        data=b"{}" if method in ("POST", "PUT") else None,
+        headers=api.headers(headers),
+    )
+    body = await response.json() if response.status != 204 else {}
+    assert response.status != 405 and "no endpoint" not in body.get("detail", ""), body

@@ -6,8 +6,9 @@ Usage: `python legacy_sdk_driver.py URL`. The JSON era (0.15: JSON bodies and re
 protobuf release (0.25.0) each run the acceptance workflow: LoRA client, forward,
 forward_backward, forward_backward_custom, optim_step until the loss falls, save_state /
 load_state / create_training_client_from_state, a seeded sample twice, compute_logprobs. Prints
-one JSON object (the last stdout line) for the test to assert on. Standard library, torch and
-the SDK only; calls are resolved the same way whether a version returns clients or futures.
+one JSON object (the last stdout line) for the test to assert on. Standard library, torch,
+the SDK and its sibling `sdk_driver_common.py` only; calls are resolved the same way whether a
+version returns clients or futures.
 """
 
 from __future__ import annotations
@@ -19,33 +20,19 @@ from typing import Any
 
 import tinker
 import torch
+from sdk_driver_common import (
+    logprobs_of,
+    resolve,
+    text_datum,
+    token_datum,
+    train_ce_then_custom,
+)
 from tinker import types
 
 BASE_MODEL = "tinker-ref/tiny-bytes"
 TRAIN_TEXTS = ["the cat sat on the mat", "a dog ran in the park", "hello world", "xyz"]
 EVAL_TEXTS = ["fresh data never seen"]
 ADAM = types.AdamParams(learning_rate=1e-2)
-
-
-def resolve(value: Any) -> Any:
-    """A client from a call that returns either the client or a future of it."""
-    result = getattr(value, "result", None)
-    return result() if callable(result) else value
-
-
-def datum(tokens: list[int]) -> types.Datum:
-    return types.Datum(
-        model_input=types.ModelInput.from_ints(tokens[:-1]),
-        loss_fn_inputs={"target_tokens": tokens[1:], "weights": [1.0] * (len(tokens) - 1)},
-    )
-
-
-def text_datum(text: str) -> types.Datum:
-    return datum(list(text.encode()))
-
-
-def logprobs_of(output: Any) -> list[list[float]]:
-    return [list(out["logprobs"].data) for out in output.loss_fn_outputs]
 
 
 def mean_nll(data: list[types.Datum], logprobs: list[torch.Tensor]) -> Any:
@@ -60,19 +47,9 @@ def main() -> None:
     train_data = [text_datum(t) for t in TRAIN_TEXTS]
     eval_data = [text_datum(t) for t in EVAL_TEXTS]
     tc = resolve(service.create_lora_training_client(base_model=BASE_MODEL, rank=8, seed=1234))
-    first_forward = tc.forward(train_data, "cross_entropy").result()
-    ce_losses, custom_losses, custom_metrics = [], [], {}
-    for _ in range(3):
-        out = tc.forward_backward(train_data, "cross_entropy").result()
-        tc.optim_step(ADAM).result()
-        ce_losses.append(out.metrics["loss:sum"])
-    for _ in range(3):
-        custom = tc.forward_backward_custom(train_data, mean_nll)
-        optim = tc.optim_step(ADAM)
-        custom_metrics = resolve(custom).metrics
-        optim.result()
-        custom_losses.append(custom_metrics["custom/mean_nll:sum"])
-    after_training = tc.forward(eval_data, "cross_entropy").result()
+    trained = train_ce_then_custom(
+        tc, train_data, eval_data, ADAM, 3, mean_nll, custom_loss_metric="custom/mean_nll:sum"
+    )
 
     state_path = tc.save_state("state-001").result().path
     restored = resolve(service.create_training_client_from_state(state_path))
@@ -89,16 +66,12 @@ def main() -> None:
     again = sampler.sample(prompt=prompt, num_samples=2, sampling_params=params).result()
     sequence = list(b"the ") + list(first.sequences[0].tokens)
     prompt_logprobs = sampler.compute_logprobs(types.ModelInput.from_ints(sequence)).result()
-    training_view = tc.forward([datum(sequence)], "cross_entropy").result()
+    training_view = tc.forward([token_datum(sequence)], "cross_entropy").result()
     print(
         json.dumps(
             {
                 "sdk_version": tinker.__version__,
-                "first_forward_loss": first_forward.metrics["loss:sum"],
-                "ce_losses": ce_losses,
-                "custom_losses": custom_losses,
-                "custom_metrics": custom_metrics,
-                "after_training": logprobs_of(after_training),
+                **trained,
                 "state_path": state_path,
                 "restored_forward": logprobs_of(restored_forward),
                 "after_load_state": logprobs_of(after_load_state),

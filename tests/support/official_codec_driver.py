@@ -19,7 +19,8 @@ Ops:
 * `json_tensor` / `json_datum`: the pydantic models' `model_dump(mode="json", exclude_none=True)`.
 * `convert_inputs`: raw values (lists, numpy, torch) through the SDK's `Datum` conversion.
 
-Imports only tinker, numpy and the standard library (torch lazily, for torch inputs only).
+Imports only tinker, numpy, the standard library and its sibling `raw_values.py` (torch
+lazily, for torch inputs only).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import traceback
 from typing import Any
 
 import numpy as np
+from raw_values import raw_value_in
 from tinker import types
 from tinker.proto import request_conv, response_conv
 from tinker.types._pydantic_types.datum import Datum as PydanticDatum
@@ -201,18 +203,6 @@ def json_datum(case: dict[str, Any]) -> Any:
         model_input=datum.model_input,
     )
     return model.model_dump(mode="json", exclude_none=True)
-
-
-def raw_value_in(desc: dict[str, Any]) -> Any:
-    if desc["kind"] == "list":
-        return desc["value"]
-    array = np.array(desc["value"], dtype=np.float64).astype(desc["np_dtype"])
-    if desc["kind"] == "numpy":
-        return array
-    import torch  # only torch inputs need it
-
-    tensor = torch.from_numpy(np.ascontiguousarray(array.astype(np.float64)))
-    return tensor.to(getattr(torch, desc["torch_dtype"]))
 
 
 def convert_inputs(case: dict[str, Any]) -> dict[str, Any]:

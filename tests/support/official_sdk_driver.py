@@ -6,8 +6,8 @@ started with `--client-config '{"fwdbwd_max_chunk_len": 2, "proto_compress_fwdbw
 test asserts on: loss curves, logprobs (as float32-exact Python floats), sampled tokens, metrics.
 Everything runs in one process because importing the SDK costs seconds.
 
-This file imports only the SDK, torch and the standard library (not tinker_ref): it is the
-official client's view of the server.
+This file imports only the SDK, torch, the standard library and its sibling
+`sdk_driver_common.py` (not tinker_ref): it is the official client's view of the server.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 import tinker
 import torch
+from sdk_driver_common import logprobs_of, text_datum, token_datum, train_ce_then_custom
 from tinker import types
 
 BASE_MODEL = "tinker-ref/tiny-bytes"
@@ -34,20 +35,7 @@ TRAIN_TEXTS = [
 ]
 EVAL_TEXTS = ["fresh data never seen", "another held-out line"]
 ADAM = types.AdamParams(learning_rate=1e-2)
-CE_STEPS = 4
-CUSTOM_STEPS = 4
-
-
-def datum(text: str, weight: float = 1.0) -> types.Datum:
-    tokens = list(text.encode())
-    return types.Datum(
-        model_input=types.ModelInput.from_ints(tokens[:-1]),
-        loss_fn_inputs={"target_tokens": tokens[1:], "weights": [weight] * (len(tokens) - 1)},
-    )
-
-
-def logprobs_of(output: types.ForwardBackwardOutput) -> list[list[float]]:
-    return [list(out["logprobs"].data) for out in output.loss_fn_outputs]
+STEPS = 4  # cross-entropy steps, then as many custom-loss steps
 
 
 def mean_nll(data: list[types.Datum], logprobs: list[torch.Tensor]) -> Any:
@@ -74,26 +62,13 @@ def callable_per_datum_nll(data: list[types.Datum], logprobs: list[torch.Tensor]
 
 def train(sc: tinker.ServiceClient) -> dict[str, Any]:
     """The acceptance workflow; run identically on the plain and the chunked server."""
-    train_data = [datum(t) for t in TRAIN_TEXTS]
-    eval_data = [datum(t) for t in EVAL_TEXTS]
+    train_data = [text_datum(t) for t in TRAIN_TEXTS]
+    eval_data = [text_datum(t) for t in EVAL_TEXTS]
     tc = sc.create_lora_training_client(base_model=BASE_MODEL, rank=8, seed=1234).result()
     info = tc.get_info()
-    first_forward = tc.forward(train_data, "cross_entropy").result()
-    ce_losses = []
-    for _ in range(CE_STEPS):
-        out = tc.forward_backward(train_data, "cross_entropy").result()
-        tc.optim_step(ADAM).result()
-        ce_losses.append(out.metrics["loss:sum"])
-    custom_losses, custom_metrics = [], {}
-    for _ in range(CUSTOM_STEPS):
-        # Pipelined: the optim_step is submitted before the custom-loss future resolves.
-        custom_future = tc.forward_backward_custom(train_data, mean_nll)
-        optim_future = tc.optim_step(ADAM)
-        custom_out = custom_future.result()
-        optim_future.result()
-        custom_losses.append(custom_out.metrics["loss:sum"])
-        custom_metrics = custom_out.metrics
-    after_training = tc.forward(eval_data, "cross_entropy").result()
+    trained = train_ce_then_custom(
+        tc, train_data, eval_data, ADAM, STEPS, mean_nll, custom_loss_metric="loss:sum"
+    )
 
     # Checkpoints. The original continues one step from the saved state; a client restored
     # *with* optimizer state must take the bit-identical step, one restored without must not.
@@ -123,27 +98,11 @@ def train(sc: tinker.ServiceClient) -> dict[str, Any]:
     other = sampler.sample(prompt, 2, types.SamplingParams(max_tokens=8, seed=8, stop=[])).result()
     sequence = list(b"the ") + list(first.sequences[0].tokens)
     prompt_logprobs = sampler.compute_logprobs(types.ModelInput.from_ints(sequence)).result()
-    training_view = tc.forward(
-        [
-            types.Datum(
-                model_input=types.ModelInput.from_ints(sequence[:-1]),
-                loss_fn_inputs={
-                    "target_tokens": sequence[1:],
-                    "weights": [1.0] * (len(sequence) - 1),
-                },
-            )
-        ],
-        "cross_entropy",
-    ).result()
+    training_view = tc.forward([token_datum(sequence)], "cross_entropy").result()
     return {
         "model_id": info.model_id,
         "model_name": info.model_data.model_name,
-        "first_forward": logprobs_of(first_forward),
-        "first_forward_loss": first_forward.metrics["loss:sum"],
-        "ce_losses": ce_losses,
-        "custom_losses": custom_losses,
-        "custom_metrics": custom_metrics,
-        "after_training": logprobs_of(after_training),
+        **trained,
         "state_path": state_path,
         "continued": logprobs_of(continued),
         "after_load_state": logprobs_of(after_load_state),
@@ -166,11 +125,11 @@ def identity(sc: tinker.ServiceClient) -> dict[str, Any]:
     n = sum(len(t.encode()) - 1 for t in texts)
     custom_client = sc.create_lora_training_client(base_model=BASE_MODEL, rank=8, seed=77).result()
     ce_client = sc.create_lora_training_client(base_model=BASE_MODEL, rank=8, seed=77).result()
-    custom_out = custom_client.forward_backward_custom([datum(t) for t in texts], mean_nll)
+    custom_out = custom_client.forward_backward_custom([text_datum(t) for t in texts], mean_nll)
     custom_client.optim_step(ADAM).result()
-    ce_out = ce_client.forward_backward([datum(t, 1.0 / n) for t in texts], "cross_entropy")
+    ce_out = ce_client.forward_backward([text_datum(t, 1.0 / n) for t in texts], "cross_entropy")
     ce_client.optim_step(ADAM).result()
-    eval_data = [datum(t) for t in EVAL_TEXTS]
+    eval_data = [text_datum(t) for t in EVAL_TEXTS]
     return {
         "custom_loss": custom_out.result().metrics["loss:sum"],
         "ce_loss": ce_out.result().metrics["loss:sum"],
@@ -181,7 +140,7 @@ def identity(sc: tinker.ServiceClient) -> dict[str, Any]:
 
 def server_side_loss(sc: tinker.ServiceClient) -> dict[str, Any]:
     """An uploaded LossHandle vs the same loss as a client-side callable: one step each."""
-    train_data = [datum(t) for t in TRAIN_TEXTS]
+    train_data = [text_datum(t) for t in TRAIN_TEXTS]
     handle = sc.create_custom_loss(per_datum_nll, {"logprobs": 1, "weights": 1}).result()
     server_client = sc.create_lora_training_client(base_model=BASE_MODEL, rank=8, seed=5).result()
     client_client = sc.create_lora_training_client(base_model=BASE_MODEL, rank=8, seed=5).result()
@@ -189,7 +148,7 @@ def server_side_loss(sc: tinker.ServiceClient) -> dict[str, Any]:
     server_client.optim_step(ADAM).result()
     client_future = client_client.forward_backward_custom(train_data, callable_per_datum_nll)
     client_client.optim_step(ADAM).result()
-    eval_data = [datum(t) for t in EVAL_TEXTS]
+    eval_data = [text_datum(t) for t in EVAL_TEXTS]
     return {
         "loss_id": handle.loss_id,
         "server_metrics": server_future.result().metrics,

@@ -19,11 +19,21 @@ def server_view(mock: EmbeddedServer, model_id: str) -> dict[str, Any]:
         return {
             "digest": model.training.digest(include_optimizer=True),
             "executed": [event.op for event in model.history],
-            "records": [record.to_json() for record in mock.service.records.records()],
+            "records": _records_json(mock),
         }
 
     result: dict[str, Any] = mock.call(view)
     return result
+
+
+def _records_json(mock: EmbeddedServer) -> list[dict[str, Any]]:
+    return [record.to_json() for record in mock.service.records.records()]
+
+
+def recorded_requests(mock: EmbeddedServer) -> list[dict[str, Any]]:
+    """Every request record of `mock` as JSON, read on the server's loop."""
+    records: list[dict[str, Any]] = mock.call(lambda: _records_json(mock))
+    return records
 
 
 def request_ids_per_seq_id(records: list[dict[str, Any]]) -> dict[tuple[str, int], set[str]]:

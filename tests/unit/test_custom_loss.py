@@ -64,24 +64,18 @@ def placeholder(name: str) -> dict[str, Any]:
     return {"op": "placeholder", "name": name, "target": name, "args": [], "kwargs": {}}
 
 
+def _node(
+    op: str, name: str, target: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    return {"op": op, "name": name, "target": target, "args": list(args), "kwargs": kwargs}
+
+
 def call(name: str, target: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
-    return {
-        "op": "call_function",
-        "name": name,
-        "target": target,
-        "args": list(args),
-        "kwargs": kwargs,
-    }
+    return _node("call_function", name, target, args, kwargs)
 
 
 def method(name: str, target: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
-    return {
-        "op": "call_method",
-        "name": name,
-        "target": target,
-        "args": list(args),
-        "kwargs": kwargs,
-    }
+    return _node("call_method", name, target, args, kwargs)
 
 
 def output(loss: str, metrics: dict[str, str] | None = None) -> dict[str, Any]:
@@ -582,37 +576,22 @@ def test_bad_argument_encodings_are_refused_naming_the_argument(
         ),
         (method("s", "sum", 3.0), "graph.nodes[2].args", "needs a node receiver"),
         (method("s", "sum"), "graph.nodes[2].args", "needs a node receiver"),
-        (
-            call("g", "getattr", ref("logprobs"), "data"),
-            "graph.nodes[2].args",
-            "getattr reads one of",
-        ),
-        (
-            call("g", "getattr", ref("logprobs"), "grad"),
-            "graph.nodes[2].args",
-            "getattr reads one of",
-        ),
-        (
-            call("g", "getattr", ref("logprobs"), "__class__"),
-            "graph.nodes[2].args",
-            "getattr reads one of",
-        ),
-        (
-            call("g", "getattr", ref("logprobs"), "_base"),
-            "graph.nodes[2].args",
-            "getattr reads one of",
-        ),
-        (
-            call("g", "getattr", ref("logprobs"), ref("weights")),
-            "graph.nodes[2].args",
-            "getattr reads one of",
-        ),
-        (call("g", "getattr", ref("logprobs")), "graph.nodes[2].args", "getattr reads one of"),
-        (
-            call("g", "getattr", ref("logprobs"), "shape", None),
-            "graph.nodes[2].args",
-            "getattr reads one of",
-        ),
+        *[
+            (
+                call("g", "getattr", ref("logprobs"), *args),
+                "graph.nodes[2].args",
+                "getattr reads one of",
+            )
+            for args in (
+                ("data",),
+                ("grad",),
+                ("__class__",),
+                ("_base",),
+                (ref("weights"),),
+                (),
+                ("shape", None),
+            )
+        ],
     ],
     ids=lambda value: value.get("target", "") if isinstance(value, dict) else None,
 )

@@ -59,12 +59,18 @@ async def test_unknown_id_is_not_found() -> None:
     assert caught.value.field == "request_id"
 
 
-@pytest.mark.spec("FUT-7")
-async def test_retrieved_result_expires_after_the_grace_period() -> None:
+def _store_with_a_result(result_ttl_seconds: float) -> tuple[Clock, FutureStore]:
+    """A store on a test clock (30 s grace) holding the completed future "r1" (result 1)."""
     clock = Clock()
-    store = FutureStore(result_grace_seconds=30, result_ttl_seconds=3600, clock=clock)
+    store = FutureStore(result_grace_seconds=30, result_ttl_seconds=result_ttl_seconds, clock=clock)
     store.create("r1", "k", None)
     store.complete("r1", 1)
+    return clock, store
+
+
+@pytest.mark.spec("FUT-7")
+async def test_retrieved_result_expires_after_the_grace_period() -> None:
+    clock, store = _store_with_a_result(result_ttl_seconds=3600)
     store.mark_retrieved(store.get("r1"))
     clock.now += 29
     assert store.get("r1").result == 1  # still there for re-polls
@@ -77,10 +83,7 @@ async def test_retrieved_result_expires_after_the_grace_period() -> None:
 
 @pytest.mark.spec("FUT-7")
 async def test_unretrieved_result_is_kept_until_its_ttl() -> None:
-    clock = Clock()
-    store = FutureStore(result_grace_seconds=30, result_ttl_seconds=100, clock=clock)
-    store.create("r1", "k", None)
-    store.complete("r1", 1)
+    clock, store = _store_with_a_result(result_ttl_seconds=100)
     clock.now += 99
     store.sweep(force=True)
     assert store.get("r1").result == 1
