@@ -150,12 +150,17 @@ def fault_seq_id(case: Case, fault: Mapping[str, Any]) -> int:
     return ids[chunk]
 
 
+# gRPC's one-round-trip RPCs submit the same ops as these (spec WIRE-22).
+_RUN_RPCS = {"RunForwardBackward": "ForwardBackward", "RunOptimStep": "OptimStep"}
+
+
 def endpoint_name(path: str) -> str:
-    """ "/api/v1/forward_backward" and "/tinker_ref.training.v1.TrainingService/ForwardBackward"
-    both -> "forward_backward"."""
+    """ "/api/v1/forward_backward", "/tinker_ref.training.v1.TrainingService/ForwardBackward"
+    and ".../RunForwardBackward" all -> "forward_backward"."""
     if path.startswith("/api/v1/"):
         return path.removeprefix("/api/v1/")
     method = path.rsplit("/", 1)[-1]
+    method = _RUN_RPCS.get(method, method)
     return re.sub(r"(?<!^)(?=[A-Z])", "_", method).lower()
 
 

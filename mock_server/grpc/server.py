@@ -9,6 +9,15 @@ HTTP-equivalent status), authentication from the `x-api-key` metadata, and error
 `errors`. ForwardBackward arrives as raw bytes and is decoded by the shared codec, exactly like
 the HTTP API's protobuf body, so the same input fails with the same message and field.
 
+One round trip: RunForwardBackward and RunOptimStep are ForwardBackward and OptimStep answered
+on a server stream — the same handler behind the same call wrapper (record, authentication,
+faults, errors: the op is submitted exactly as by the unary RPC) sends `accepted` with the
+handle, then the stream waits for the op's future as RetrieveFuture would (within the deadline,
+else try_again) and sends it as `outcome`, marked retrieved. The record is the submit's (its
+status is the submission's); no RetrieveFuture is recorded. When the fault plan addresses
+retrieval (`target="retrieve"` rules or the retrieve_future endpoint), the outcome is try_again at
+once, so the client's RetrieveFuture polls meet those faults exactly as on the unary path.
+
 Deadlines: RetrieveFuture long-polls only as long as the caller's deadline allows (then answers
 try_again), and an op that changes state runs to completion even when its caller gives up
 (shielded from the cancellation gRPC delivers at the deadline), so a retry under the same seq_id
@@ -30,7 +39,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
@@ -108,6 +117,34 @@ async def _run_to_completion(operation: Awaitable[T]) -> T:
     # If the caller is gone, nobody reads the outcome; retrieve it so it is not logged as lost.
     task.add_done_callback(lambda t: t.cancelled() or t.exception())
     return await asyncio.shield(task)
+
+
+@dataclass(frozen=True)
+class _Accepted:
+    """What a Run* handler answers: the op's handle, and how to wait for its outcome."""
+
+    handle: pb.FutureHandle
+    outcome: Callable[[], Awaitable[pb.RetrieveFutureResponse]]
+
+
+def _long_poll_seconds(
+    service: TinkerService, context: grpc.aio.ServicerContext[Any, Any]
+) -> float:
+    """How long a wait for a future may hold this call: the long-poll time, within the deadline."""
+    wait = service.config.long_poll_seconds
+    remaining = context.time_remaining()
+    if remaining is not None:
+        wait = max(0.0, min(wait, remaining * _DEADLINE_SHARE))
+    return wait
+
+
+def _retrieval_faults(faults: FaultInjector | None) -> bool:
+    """Whether the fault plan has rules for polls (which only RetrieveFuture may meet)."""
+    return faults is not None and any(
+        rule.endpoint == "retrieve_future"
+        or (rule.seq_id is not None and rule.target == "retrieve")
+        for rule in faults.plan.rules
+    )
 
 
 class TrainingServicer:
@@ -210,6 +247,33 @@ class TrainingServicer:
             call, req.seq_id, self.service.training.load_weights(call.principal, req)
         )
 
+    # ----- one round trip: submit, then the outcome on the same stream -----
+
+    async def RunForwardBackward(self, request: bytes, call: _Call) -> _Accepted:
+        return self._accepted(call, await self.ForwardBackward(request, call))
+
+    async def RunOptimStep(self, request: pb.OptimStepRequest, call: _Call) -> _Accepted:
+        return self._accepted(call, await self.OptimStep(request, call))
+
+    def _accepted(self, call: _Call, handle: pb.FutureHandle) -> _Accepted:
+        async def outcome() -> pb.RetrieveFutureResponse:
+            if _retrieval_faults(call.faults):
+                return pb.RetrieveFutureResponse(try_again=pb.TryAgain(queue_state="active"))
+            return await self._outcome(call, handle.request_id)
+
+        return _Accepted(handle, outcome)
+
+    async def _outcome(self, call: _Call, request_id: str) -> pb.RetrieveFutureResponse:
+        """RetrieveFuture's answer for `request_id`, waiting within the call's deadline."""
+        service = self.service
+        wait = _long_poll_seconds(service, call.context)
+        record = await service.retrieve(call.principal, request_id, timeout=wait)
+        if not record.finished:
+            return pb.RetrieveFutureResponse(try_again=pb.TryAgain(queue_state="active"))
+        response = convert.finished(record)
+        service.mark_retrieved(record)
+        return response
+
     # ----- sampling -----
 
     async def CreateSamplingSession(
@@ -235,17 +299,7 @@ class TrainingServicer:
     async def RetrieveFuture(self, request: pb.RetrieveFutureRequest, call: _Call) -> Any:
         call.record.request_id = request.request_id
         await call.fault_gate(request_id=request.request_id)
-        service = self.service
-        wait = service.config.long_poll_seconds
-        remaining = call.context.time_remaining()
-        if remaining is not None:
-            wait = max(0.0, min(wait, remaining * _DEADLINE_SHARE))
-        record = await service.retrieve(call.principal, request.request_id, timeout=wait)
-        if not record.finished:
-            return pb.RetrieveFutureResponse(try_again=pb.TryAgain(queue_state="active"))
-        response = convert.finished(record)
-        service.mark_retrieved(record)
-        return response
+        return await self._outcome(call, request.request_id)
 
 
 # The request message of each RPC; None = handed to the servicer as bytes (ForwardBackward:
@@ -267,7 +321,11 @@ _REQUEST_TYPES: dict[str, Any] = {
     "GetSampler": pb.GetSamplerRequest,
     "Sample": pb.SampleRequest,
     "RetrieveFuture": pb.RetrieveFutureRequest,
+    "RunForwardBackward": None,
+    "RunOptimStep": pb.OptimStepRequest,
 }
+# The RPCs answered on a stream (`accepted`, then `outcome`): their submit is an ordinary call.
+_STREAMED = frozenset({"RunForwardBackward", "RunOptimStep"})
 
 
 # Each RPC's endpoint name in fault plans: its HTTP path after /api/v1/ (mock_server/faults.py);
@@ -289,6 +347,9 @@ _FAULT_ENDPOINTS: dict[str, str] = {
     "GetSampler": "get_sampler",
     "Sample": "asample",
     "RetrieveFuture": "retrieve_future",
+    # The one-round-trip RPCs submit the same ops: the same faults address them.
+    "RunForwardBackward": "forward_backward",
+    "RunOptimStep": "optim_step",
 }
 # Faults after which the handler still runs (`status` and `pending` answer in its place).
 _HANDLED_FAULTS = frozenset({"drop_after_apply", "truncate_after_apply", "delay"})
@@ -375,9 +436,24 @@ def _rpc(
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"injected fault: {fault.kind}")
         return response
 
+    async def streamed(
+        request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.RunUpdate]:
+        accepted: _Accepted = await behaviour(request, context)  # the submit, as a unary call
+        yield pb.RunUpdate(accepted=accepted.handle)
+        try:
+            outcome = await accepted.outcome()
+        except ServiceError as error:  # the future is gone (expired): as RetrieveFuture answers
+            await context.abort(code_of(error), error.message, trailing_metadata=trailers_of(error))
+        yield pb.RunUpdate(outcome=outcome)
+
     request_type = _REQUEST_TYPES[name]
     # Requests arrive as bytes and are parsed in `behaviour`, after authentication (as over
     # HTTP), so a malformed message is INVALID_ARGUMENT with our trailers, not grpc's INTERNAL.
+    if name in _STREAMED:
+        return grpc.unary_stream_rpc_method_handler(
+            streamed, response_serializer=lambda message: message.SerializeToString()
+        )
     return grpc.unary_unary_rpc_method_handler(
         behaviour, response_serializer=lambda message: message.SerializeToString()
     )
@@ -406,7 +482,16 @@ async def _hold_pending(call: _Call, fault: FaultRule) -> pb.RetrieveFutureRespo
 # RPCs whose requests consume a model's seq_id: top-level model_id = 1 and seq_id = 2, as the
 # ForwardBackward body of the HTTP API. (LoadWeights nests them: a LoadWeightsRequest that cannot
 # be parsed has no readable ids; one that parses but lacks its target has none to consume.)
-_SEQUENCED = frozenset({"ForwardBackward", "OptimStep", "SaveWeights", "SaveWeightsForSampler"})
+_SEQUENCED = frozenset(
+    {
+        "ForwardBackward",
+        "OptimStep",
+        "SaveWeights",
+        "SaveWeightsForSampler",
+        "RunForwardBackward",
+        "RunOptimStep",
+    }
+)
 
 
 async def _refuse_malformed(

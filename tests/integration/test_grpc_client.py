@@ -22,6 +22,7 @@ from mock_server.testing import MockServer
 from tests.support.training import datum, token_mean_nll
 from tinker_ref import ServiceClient, TrainingClient, types
 from tinker_ref._proto.tinker_ref.training.v1 import training_pb2 as pb
+from tinker_ref.transport.grpc import GrpcTransport
 
 MODEL = "tinker-ref/tiny-bytes"
 ADAM = types.AdamParams(learning_rate=2e-2, grad_clip_norm=1.0)
@@ -76,8 +77,14 @@ def tour(mock: EmbeddedServer, transport: str) -> dict[str, Any]:
             fb = training.forward_backward_custom(DATA, nll_with_unusual_metrics)
             step = training.optim_step(ADAM)  # pipelined: before the custom loss resolves
             steps.append((fb.result(timeout=60).metrics, step.result(timeout=60).metrics))
+        if isinstance(service.transport, GrpcTransport):
+            # The last step over the submit-then-retrieve RPCs (ForwardBackward, OptimStep,
+            # RetrieveFuture), the others over the one-round-trip ones: all equal HTTP's.
+            service.transport.one_round_trip = False
         fb = training.forward_backward(DATA[:2], "cross_entropy")
         steps.append((fb.result(timeout=60).metrics, training.optim_step(ADAM).result().metrics))
+        if isinstance(service.transport, GrpcTransport):
+            service.transport.one_round_trip = True
         seen["steps"] = steps
         seen["trained"] = probe(training)
 
@@ -221,11 +228,12 @@ def test_chunked_custom_loss_with_pipelined_optim_step_over_grpc_equals_http(
     assert runs["grpc"] == runs["http"]
     assert runs["grpc"][0][1]["loss:sum"] < runs["grpc"][0][0]["loss:sum"]
 
+    # tinker_ref submits them with the one-round-trip RPCs (WIRE-23).
     ops = [
         (r.endpoint.rsplit("/", 1)[1], r.seq_id, r.body)
         for r in records
         if r.endpoint.startswith(f"/{SERVICE_NAME}/")
-        and r.endpoint.rsplit("/", 1)[1] in ("ForwardBackward", "OptimStep")
+        and r.endpoint.rsplit("/", 1)[1] in ("RunForwardBackward", "RunOptimStep")
         and (r.body is None or r.body["model_id"] == model_id)
     ]
     # 5 datums in chunks of 2: forward chunks seq 1-3, backward chunks seq 4-6, then the
@@ -235,7 +243,7 @@ def test_chunked_custom_loss_with_pipelined_optim_step_over_grpc_equals_http(
     assert forward == [(1, 2, True), (2, 2, True), (3, 1, True)]
     backward = sorted((seq, body["num_datums"], body["forward_only"]) for _, seq, body in ops[3:6])
     assert backward == [(4, 2, False), (5, 2, False), (6, 1, False)]
-    assert ops[6][:2] == ("OptimStep", 7)
+    assert ops[6][:2] == ("RunOptimStep", 7)
     # The backward chunks carry weights = -dloss/dlogprobs: for a mean over 47 tokens, -(-1/47).
     weights = ops[3][2]["data"][0]["loss_fn_inputs"]["weights"]["values"]
     assert weights == pytest.approx([1 / 47] * len(weights), rel=1e-6)

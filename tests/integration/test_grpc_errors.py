@@ -212,7 +212,8 @@ def test_each_error_class_maps_like_http_and_changes_nothing(
     assert failure.trailers["x-should-retry"] == "false"
     adam = {"model_id": model_id, "seq_id": 2, "adam_params": {}}
     same_answer(failure, api.http("optim_step", adam))
-    endpoint = f"/{SERVICE_NAME}/OptimStep"
+    # The client submits optim_step with the one-round-trip RPC: the same error, not retried.
+    endpoint = f"/{SERVICE_NAME}/RunOptimStep"
     attempts = api.records(endpoint)
     with pytest.raises(errors.ConflictError):
         loop.run(transport.optim_step(model_id, 2, ADAM))

@@ -12,10 +12,24 @@ DEADLINE_EXCEEDED a timeout (APITimeoutError), ABORTED 409, INTERNAL/UNKNOWN/DAT
 retried) and RESOURCE_EXHAUSTED grpc's message-size limit (413, not retried).
 
 gRPC has no token exchange: the API key travels as `x-api-key` metadata on every call.
+
+One round trip, gRPC's advantage: forward, forward_backward (and so the custom loss's two
+passes) and optim_step use `RunForwardBackward` / `RunOptimStep`, which answer on one server
+stream — first `accepted` (the FutureHandle: the op holds its place in the model's queue, so the
+TrainingClient passes the turn to the next op exactly as after a submit), then `outcome` once the
+op has run. HTTP needs a second request (retrieve_future) for the result; here the result
+arrives on the call that submitted the op, with no poll. Retries: until `accepted` arrives the
+whole call is retried under the retry policy with the same request (same seq_id, so the service
+deduplicates it); once accepted, a stream that breaks or answers try_again (the op outlasted
+the deadline) continues with RetrieveFuture polls of the handle's request_id, as the
+submit-then-retrieve path does. Against a server without these RPCs (UNIMPLEMENTED, without our
+`tinker-http-status` trailer: nothing was submitted) the transport falls back to
+ForwardBackward/OptimStep + RetrieveFuture for good.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -119,6 +133,7 @@ class GrpcTransport:
         *,
         poll_timeout: float = 45.0,
         heartbeat_timeout: float = 10.0,
+        one_round_trip: bool = True,
     ) -> None:
         self.target = target
         self._metadata = (("x-api-key", api_key),)
@@ -127,10 +142,12 @@ class GrpcTransport:
         self._poll_timeout = poll_timeout
         self._heartbeat_timeout = heartbeat_timeout
         self._channel: grpc.aio.Channel | None = None
+        # Run* RPCs for forward/backward and optim_step; False: submit-then-retrieve (also set
+        # once the server answered UNIMPLEMENTED to a Run* RPC).
+        self.one_round_trip = one_round_trip
+        self._stubs: dict[tuple[str, bool, Any], Any] = {}
 
-    def _call(
-        self, method: str, request: Any, response_type: Any, *, raw: bool, timeout: float
-    ) -> Callable[[], Awaitable[Any]]:
+    def _channel_for_calls(self) -> grpc.aio.Channel:
         if self._channel is None:
             self._channel = grpc.aio.insecure_channel(
                 self.target,
@@ -139,11 +156,21 @@ class GrpcTransport:
                     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
                 ],
             )
-        stub = self._channel.unary_unary(
-            _SERVICE + method,
-            request_serializer=(lambda b: b) if raw else type(request).SerializeToString,
-            response_deserializer=response_type.FromString,
-        )
+            self._stubs = {}
+        return self._channel
+
+    def _call(
+        self, method: str, request: Any, response_type: Any, *, raw: bool, timeout: float
+    ) -> Callable[[], Awaitable[Any]]:
+        channel = self._channel_for_calls()
+        key = (method, raw, response_type)
+        stub = self._stubs.get(key)
+        if stub is None:
+            stub = self._stubs[key] = channel.unary_unary(
+                _SERVICE + method,
+                request_serializer=_raw if raw else _serialize,
+                response_deserializer=response_type.FromString,
+            )
         return lambda: stub(request, metadata=self._metadata, timeout=timeout)
 
     async def _unary(
@@ -195,14 +222,9 @@ class GrpcTransport:
                 await pacer.failed(error)
                 continue
             pacer.answered()
-            outcome = response.WhichOneof("outcome")
-            if outcome == "try_again":
+            if response.WhichOneof("outcome") == "try_again":
                 continue
-            if outcome == "failed":
-                raise RequestFailedError(
-                    response.failed.error, request_id=request_id, category=response.failed.category
-                )
-            return decode(response)
+            return _outcome(response, request_id, decode)
 
     def _pending(
         self,
@@ -212,6 +234,70 @@ class GrpcTransport:
     ) -> DeferredResult[T]:
         async def fetch(request_id: str) -> T:
             return await self._retrieve(request_id, decode, policy)
+
+        return DeferredResult(handle.request_id, fetch)
+
+    async def _run(
+        self,
+        method: str,
+        request: Any,
+        decode: Callable[[pb.RetrieveFutureResponse], T],
+        *,
+        raw: bool = False,
+    ) -> DeferredResult[T] | None:
+        """Submit with a one-round-trip RPC: returns once the op is accepted, with a result that
+        reads the outcome from the same stream; None when the server lacks the RPC."""
+        channel = self._channel_for_calls()
+        key = (method, raw, pb.RunUpdate)
+        stub = self._stubs.get(key)
+        if stub is None:
+            stub = self._stubs[key] = channel.unary_stream(
+                _SERVICE + method,
+                request_serializer=_raw if raw else _serialize,
+                response_deserializer=pb.RunUpdate.FromString,
+            )
+
+        async def attempt(retries_taken: int) -> tuple[Any, pb.FutureHandle] | None:
+            call = stub(request, metadata=self._metadata, timeout=self._timeout)
+            try:
+                update = await call.read()
+            except grpc.aio.AioRpcError as error:
+                if error.code() == grpc.StatusCode.UNIMPLEMENTED and (
+                    _server_status(_trailers(error)) is None
+                ):
+                    return None  # not this server's RPC: nothing was submitted
+                raise _translate(error, method) from error
+            if update is grpc.aio.EOF or update.WhichOneof("update") != "accepted":
+                call.cancel()
+                raise APIConnectionError(f"{method}: the stream ended before `accepted`")
+            return call, update.accepted
+
+        started = await self.retry.call(attempt, method)
+        if started is None:
+            self.one_round_trip = False
+            return None
+        call, handle = started
+        outcome: asyncio.Future[T] | None = None
+
+        async def read_outcome(request_id: str) -> T:
+            try:
+                update = await call.read()
+            except grpc.aio.AioRpcError:
+                update = None  # the stream broke after acceptance: poll, as after a submit
+            if (
+                isinstance(update, pb.RunUpdate)
+                and update.WhichOneof("update") == "outcome"
+                and update.outcome.WhichOneof("outcome") != "try_again"
+            ):
+                return _outcome(update.outcome, request_id, decode)
+            call.cancel()
+            return await self._retrieve(request_id, decode)
+
+        async def fetch(request_id: str) -> T:
+            nonlocal outcome
+            if outcome is None:  # one read of the stream, however often the result is asked
+                outcome = asyncio.ensure_future(read_outcome(request_id))
+            return await asyncio.shield(outcome)
 
         return DeferredResult(handle.request_id, fetch)
 
@@ -326,10 +412,12 @@ class GrpcTransport:
         payload = encode_forward_backward_request(
             model_id, seq_id, data, loss_fn, loss_fn_config, forward_only
         )
+        if self.one_round_trip:
+            ran = await self._run("RunForwardBackward", payload, _forward_backward, raw=True)
+            if ran is not None:
+                return ran
         handle = await self._unary("ForwardBackward", payload, pb.FutureHandle, raw=True)
-        return self._pending(
-            handle, lambda r: decode_forward_backward_output(r.forward_backward.SerializeToString())
-        )
+        return self._pending(handle, _forward_backward)
 
     async def optim_step(
         self, model_id: str, seq_id: int, adam_params: AdamParams
@@ -337,8 +425,12 @@ class GrpcTransport:
         request = pb.OptimStepRequest(
             model_id=model_id, seq_id=seq_id, adam_params=pb.AdamParams(**adam_params.to_json())
         )
+        if self.one_round_trip:
+            ran = await self._run("RunOptimStep", request, _optim_step)
+            if ran is not None:
+                return ran
         handle = await self._unary("OptimStep", request, pb.FutureHandle)
-        return self._pending(handle, lambda r: OptimStepResponse(dict(r.optim_step.metrics)))
+        return self._pending(handle, _optim_step)
 
     async def save_weights(
         self, model_id: str, seq_id: int, name: str, ttl_seconds: int | None
@@ -485,6 +577,35 @@ class GrpcTransport:
             )
 
         return self._pending(handle, decode, retry)
+
+
+def _raw(payload: bytes) -> bytes:
+    return payload
+
+
+def _serialize(message: Any) -> bytes:
+    return bytes(message.SerializeToString())
+
+
+def _outcome(
+    response: pb.RetrieveFutureResponse,
+    request_id: str,
+    decode: Callable[[pb.RetrieveFutureResponse], T],
+) -> T:
+    """A finished future's answer: its result, or RequestFailedError."""
+    if response.WhichOneof("outcome") == "failed":
+        raise RequestFailedError(
+            response.failed.error, request_id=request_id, category=response.failed.category
+        )
+    return decode(response)
+
+
+def _forward_backward(response: pb.RetrieveFutureResponse) -> ForwardBackwardOutput:
+    return decode_forward_backward_output(response.forward_backward.SerializeToString())
+
+
+def _optim_step(response: pb.RetrieveFutureResponse) -> OptimStepResponse:
+    return OptimStepResponse(dict(response.optim_step.metrics))
 
 
 def _sampling_params(params: SamplingParams) -> pb.SamplingParams:

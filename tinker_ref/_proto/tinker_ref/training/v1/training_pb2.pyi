@@ -360,6 +360,14 @@ class RetrieveFutureResponse(_message.Message):
     load_weights: PathResult
     def __init__(self, try_again: _Optional[_Union[TryAgain, _Mapping]] = ..., failed: _Optional[_Union[RequestFailed, _Mapping]] = ..., forward_backward: _Optional[_Union[_wire_pb2.ForwardBackwardOutput, _Mapping]] = ..., sample: _Optional[_Union[_wire_pb2.SampleResponse, _Mapping]] = ..., create_model: _Optional[_Union[CreateModelResult, _Mapping]] = ..., optim_step: _Optional[_Union[OptimStepResult, _Mapping]] = ..., save_weights: _Optional[_Union[PathResult, _Mapping]] = ..., save_weights_for_sampler: _Optional[_Union[SaveWeightsForSamplerResult, _Mapping]] = ..., load_weights: _Optional[_Union[PathResult, _Mapping]] = ...) -> None: ...
 
+class RunUpdate(_message.Message):
+    __slots__ = ("accepted", "outcome")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    accepted: FutureHandle
+    outcome: RetrieveFutureResponse
+    def __init__(self, accepted: _Optional[_Union[FutureHandle, _Mapping]] = ..., outcome: _Optional[_Union[RetrieveFutureResponse, _Mapping]] = ...) -> None: ...
+
 class CreateModelResult(_message.Message):
     __slots__ = ("model_id",)
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]

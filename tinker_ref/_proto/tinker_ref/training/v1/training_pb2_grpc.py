@@ -116,6 +116,16 @@ class TrainingServiceStub:
                 request_serializer=tinker__ref_dot_training_dot_v1_dot_training__pb2.RetrieveFutureRequest.SerializeToString,
                 response_deserializer=tinker__ref_dot_training_dot_v1_dot_training__pb2.RetrieveFutureResponse.FromString,
                 _registered_method=True)
+        self.RunForwardBackward = channel.unary_stream(
+                '/tinker_ref.training.v1.TrainingService/RunForwardBackward',
+                request_serializer=tinker__ref_dot_wire_dot_v1_dot_wire__pb2.ForwardBackwardRequest.SerializeToString,
+                response_deserializer=tinker__ref_dot_training_dot_v1_dot_training__pb2.RunUpdate.FromString,
+                _registered_method=True)
+        self.RunOptimStep = channel.unary_stream(
+                '/tinker_ref.training.v1.TrainingService/RunOptimStep',
+                request_serializer=tinker__ref_dot_training_dot_v1_dot_training__pb2.OptimStepRequest.SerializeToString,
+                response_deserializer=tinker__ref_dot_training_dot_v1_dot_training__pb2.RunUpdate.FromString,
+                _registered_method=True)
 
 
 class TrainingServiceServicer:
@@ -217,6 +227,19 @@ class TrainingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RunForwardBackward(self, request, context):
+        """Submit and await in one call: the stream carries `accepted`, then `outcome` (spec WIRE-22, WIRE-23).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RunOptimStep(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -299,6 +322,16 @@ def add_TrainingServiceServicer_to_server(servicer, server):
                     servicer.RetrieveFuture,
                     request_deserializer=tinker__ref_dot_training_dot_v1_dot_training__pb2.RetrieveFutureRequest.FromString,
                     response_serializer=tinker__ref_dot_training_dot_v1_dot_training__pb2.RetrieveFutureResponse.SerializeToString,
+            ),
+            'RunForwardBackward': grpc.unary_stream_rpc_method_handler(
+                    servicer.RunForwardBackward,
+                    request_deserializer=tinker__ref_dot_wire_dot_v1_dot_wire__pb2.ForwardBackwardRequest.FromString,
+                    response_serializer=tinker__ref_dot_training_dot_v1_dot_training__pb2.RunUpdate.SerializeToString,
+            ),
+            'RunOptimStep': grpc.unary_stream_rpc_method_handler(
+                    servicer.RunOptimStep,
+                    request_deserializer=tinker__ref_dot_training_dot_v1_dot_training__pb2.OptimStepRequest.FromString,
+                    response_serializer=tinker__ref_dot_training_dot_v1_dot_training__pb2.RunUpdate.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -733,6 +766,60 @@ class TrainingService:
             '/tinker_ref.training.v1.TrainingService/RetrieveFuture',
             tinker__ref_dot_training_dot_v1_dot_training__pb2.RetrieveFutureRequest.SerializeToString,
             tinker__ref_dot_training_dot_v1_dot_training__pb2.RetrieveFutureResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunForwardBackward(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tinker_ref.training.v1.TrainingService/RunForwardBackward',
+            tinker__ref_dot_wire_dot_v1_dot_wire__pb2.ForwardBackwardRequest.SerializeToString,
+            tinker__ref_dot_training_dot_v1_dot_training__pb2.RunUpdate.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunOptimStep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tinker_ref.training.v1.TrainingService/RunOptimStep',
+            tinker__ref_dot_training_dot_v1_dot_training__pb2.OptimStepRequest.SerializeToString,
+            tinker__ref_dot_training_dot_v1_dot_training__pb2.RunUpdate.FromString,
             options,
             channel_credentials,
             insecure,
