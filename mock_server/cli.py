@@ -269,6 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"tinker-mock: {exc}", file=sys.stderr)
         return 2
+    from mock_server.startup import tune_interpreter
+
+    tune_interpreter()  # this process is the server: its settings are ours to make
     try:
         asyncio.run(serve(config))
     except OSError as exc:  # a port in use, an address that does not exist here

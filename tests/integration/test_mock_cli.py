@@ -198,6 +198,27 @@ def test_requests_that_arrive_while_the_stack_loads_are_held_then_answered(
         release.set()
 
 
+def test_the_cli_server_process_hands_the_gil_over_quickly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `tinker-mock serve` owns its interpreter: it shortens the GIL switch interval so the event
+    # loop is not held ~5 ms per syscall by engine threads (mock_server/startup.py).
+    from mock_server import startup
+
+    seen: list[float] = []
+
+    async def fake_serve(config: ServerConfig) -> None:
+        seen.append(sys.getswitchinterval())
+
+    before = sys.getswitchinterval()
+    monkeypatch.setattr(cli, "serve", fake_serve)
+    try:
+        assert cli.main(["serve", "--port", "0", "--grpc-port", "-1"]) == 0
+    finally:
+        sys.setswitchinterval(before)
+    assert seen == [startup.SWITCH_INTERVAL_S] and before > startup.SWITCH_INTERVAL_S
+
+
 def test_a_grpc_port_in_use_exits_with_a_message(capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
