@@ -16,11 +16,13 @@ directory (if any) is removed.
 Start-up: the ready line comes as soon as both ports are bound — before torch and the engine
 are loaded, which takes another second or so in the background. A request that arrives in that
 window is held, not refused: an HTTP connection is accepted by the kernel and waits in the
-listen backlog (its request bytes too) until the server takes the socket over, and a gRPC call
-waits inside the server for the service; both are then answered by the ready server exactly as
-later requests are. No endpoint answers before then, `/api/v1/healthz` included: its first
-answer means the whole server is ready. The hold lasts as long as the load (about one
-`import torch`); should the load fail, the process exits 1 and held connections are closed.
+listen backlog (128 connections; its request bytes too) until the server takes the socket
+over, and a gRPC call waits inside the server for the service; both are then answered by the
+ready server exactly as later requests are. No endpoint answers before then, `/api/v1/healthz`
+included: its first answer means the whole server is ready (with `--data-dir`, the journal has
+been replayed too; that log line and the start-up banner reach stderr then, after the ready
+line). The hold lasts as long as the load (about one `import torch`); should the load fail,
+the process exits 1 with the error on stderr and held connections are closed.
 `tinker-mock --help` and `tinker-mock models` import neither torch nor the server
 (`mock_server/startup.py` has the details).
 """
