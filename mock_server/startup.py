@@ -34,8 +34,9 @@ import grpc.aio
 # default is 5 ms). The engine's workers hold the GIL for most of a small model's step (torch's
 # Python-level dispatch), so with the default every syscall of the event loop thread (a send, a
 # poll) costs it up to 5 ms to get back in while engine work runs: a request answered during a
-# step waited ~5 ms per hand-over. 0.5 ms cut the HTTP step of a small model by ~10-25%
-# (benchmark row "server overhead (small model)"); switches happen only under contention.
+# step waited ~5 ms per hand-over. Measured on a busy 2-core machine, 0.5 ms cut the small
+# model's HTTP step by 10-25% (benchmark row "server overhead (small model)"); on a quiet
+# machine it made no difference. Switches happen only when a thread waits for the GIL.
 SWITCH_INTERVAL_S = 0.0005
 
 # The modules the ready server needs beyond the light start-up path; torch comes with them.
