@@ -12,6 +12,19 @@ ports, so port 0 is usable by scripts; `grpc=-` when gRPC is off: `--grpc-port -
 to stderr only. SIGINT and SIGTERM shut it down gracefully: pending long-polls are answered,
 in-flight calls of both front ends finish, the engine pool finishes, the temporary data
 directory (if any) is removed.
+
+Start-up: the ready line comes as soon as both ports are bound — before torch and the engine
+are loaded, which takes another second or so in the background. A request that arrives in that
+window is held, not refused: an HTTP connection is accepted by the kernel and waits in the
+listen backlog (128 connections; its request bytes too) until the server takes the socket
+over, and a gRPC call waits inside the server for the service; both are then answered by the
+ready server exactly as later requests are. No endpoint answers before then, `/api/v1/healthz`
+included: its first answer means the whole server is ready (with `--data-dir`, the journal has
+been replayed too; that log line and the start-up banner reach stderr then, after the ready
+line). The hold lasts as long as the load (about one `import torch`); should the load fail,
+the process exits 1 with the error on stderr and held connections are closed.
+`tinker-mock --help` and `tinker-mock models` import neither torch nor the server
+(`mock_server/startup.py` has the details).
 """
 
 from __future__ import annotations
@@ -26,12 +39,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+# Light modules only: the server stack (torch, aiohttp, grpc) is imported by `serve`, after
+# the ports are bound, so `--help` and `models` answer at once (tests/unit/test_cli_imports.py).
 from mock_server.engine.catalog import load_catalog
 from mock_server.faults import fault_plan_argument
-from mock_server.grpc import start_grpc, stop_grpc
-from mock_server.http import create_app, start_http
-from mock_server.http.keys import SERVICE_KEY
-from mock_server.http.middleware import FAULTS_KEY
 from mock_server.service import ConfigError, ServerConfig
 
 log = logging.getLogger("tinker_mock")
@@ -196,29 +207,51 @@ def ready_line(host: str, http_port: int, grpc_port: int | None) -> str:
 
 
 async def serve(config: ServerConfig) -> None:
+    from mock_server.startup import GrpcGate, bind_http_socket, grpc_listener, load_stack
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    app = create_app(config)
-    runner, port = await start_http(app, config.host, config.port)
-    grpc_server = None
+    # 1. Both listeners, with nothing heavy loaded; then the ready line.
+    http_socket = bind_http_socket(config.host, config.port)
+    gate = GrpcGate()
+    grpc_server = runner = service = None
     try:
         grpc_port: int | None = None
         if config.grpc_port is not None:
-            # The service the HTTP app created on startup: one state behind both front ends.
-            grpc_server, grpc_port = await start_grpc(
-                app[SERVICE_KEY], config.host, config.grpc_port, app.get(FAULTS_KEY)
+            grpc_server, grpc_port = grpc_listener(
+                config.host, config.grpc_port, config.max_body_bytes
             )
+            grpc_server.add_generic_rpc_handlers((gate,))
+            await grpc_server.start()
+        port = int(http_socket.getsockname()[1])
         print(ready_line(config.host, port, grpc_port), flush=True)
+        # 2. The stack, in a worker thread; requests meanwhile wait (module docstring).
+        await asyncio.to_thread(load_stack)
+        from mock_server.grpc.server import generic_handler, stop_grpc
+        from mock_server.http import SERVICE_KEY, create_app, start_http
+        from mock_server.http.middleware import FAULTS_KEY
+
+        # 3. The service (journal replay included), then both front ends let requests in.
+        app = create_app(config)
+        runner, _ = await start_http(app, config.host, port, sock=http_socket)
+        # The service the HTTP app created on startup: one state behind both front ends.
+        service = app[SERVICE_KEY]
+        gate.open(generic_handler(service, app.get(FAULTS_KEY)))
         for line in banner(config, port, grpc_port):
             log.info("%s", line)
         await stop.wait()
         log.info("shutting down")
     finally:
         if grpc_server is not None:
-            await stop_grpc(grpc_server, app[SERVICE_KEY])
-        await runner.cleanup()
+            if service is not None:
+                await stop_grpc(grpc_server, service)
+            else:  # the stack never loaded: held calls end with the server
+                await grpc_server.stop(0)
+        if runner is not None:
+            await runner.cleanup()
+        http_socket.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -238,6 +271,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"tinker-mock: {exc}", file=sys.stderr)
         return 2
+    from mock_server.startup import tune_interpreter
+
+    tune_interpreter()  # this process is the server: its settings are ours to make
     try:
         asyncio.run(serve(config))
     except OSError as exc:  # a port in use, an address that does not exist here

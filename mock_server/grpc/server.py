@@ -62,6 +62,7 @@ from mock_server.service.errors import status_of
 from mock_server.service.records import RequestRecord, forward_backward_summary
 from mock_server.service.requests import MalformedOp
 from mock_server.service.results import SubmittedFuture
+from mock_server.startup import grpc_listener
 from tinker_ref._proto.tinker_ref.training.v1 import training_pb2 as pb
 from tinker_ref.codec import CodecError, peek_fields
 from tinker_ref.codec.proto_tensor import parse_message
@@ -535,21 +536,8 @@ async def start_grpc(
     config = service.config
     if faults is None and config.fault_plan is not None:  # only an explicit plan injects faults
         faults = FaultInjector(config.fault_plan)
-    server = grpc.aio.server(
-        options=[
-            # The HTTP body cap; above it grpc answers RESOURCE_EXHAUSTED itself.
-            ("grpc.max_receive_message_length", config.max_body_bytes),
-            ("grpc.max_send_message_length", -1),
-            # Without this a second server could bind the same fixed port and share its traffic.
-            ("grpc.so_reuseport", 0),
-        ]
-    )
+    server, bound = grpc_listener(host, port, config.max_body_bytes)
     server.add_generic_rpc_handlers((generic_handler(service, faults),))
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    try:
-        bound = server.add_insecure_port(address)
-    except RuntimeError as exc:  # grpc raises this when it cannot bind
-        raise OSError(f"gRPC cannot listen on {address}: {exc}") from exc
     await server.start()
     return server, bound
 

@@ -9,6 +9,7 @@ returns the runner and the real port (port 0 picks a free one).
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -51,14 +52,19 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> web.Applic
 
 
 async def start_http(
-    app: web.Application, host: str, port: int, shutdown_timeout: float = 10.0
+    app: web.Application,
+    host: str,
+    port: int,
+    shutdown_timeout: float = 10.0,
+    sock: socket.socket | None = None,
 ) -> tuple[web.AppRunner, int]:
-    """Serve `app`; returns the runner (call `cleanup()` to stop) and the bound port."""
+    """Serve `app`; returns the runner (call `cleanup()` to stop) and the bound port. With
+    `sock`, serve that listening socket (bound earlier: `mock_server.startup`), not host:port."""
     runner = web.AppRunner(
         app, access_log=None, shutdown_timeout=shutdown_timeout, auto_decompress=False
     )
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port) if sock is None else web.SockSite(runner, sock)
     await site.start()
     bound = runner.addresses[0][1]
     return runner, int(bound)

@@ -14,6 +14,9 @@ future store and long-poll), `state` (sessions, models, samplers, losses), `chec
 (helpers). Nothing here imports a web framework or a wire codec.
 """
 
+from typing import TYPE_CHECKING
+
+from mock_server._lazy import lazy_exports
 from mock_server.service.config import ConfigError, ServerConfig
 from mock_server.service.errors import (
     Conflict,
@@ -27,7 +30,13 @@ from mock_server.service.errors import (
     Unauthenticated,
     UnsupportedMediaType,
 )
-from mock_server.service.service import TinkerService
+
+if TYPE_CHECKING:
+    from mock_server.service.service import TinkerService
+
+# TinkerService (and with it the engine and torch) is imported on first use, so the CLI reads
+# a ServerConfig and binds its ports before paying for torch (mock_server/cli.py).
+__getattr__ = lazy_exports(__name__, {"TinkerService": "service"})
 
 __all__ = [
     "ConfigError",

@@ -4,8 +4,10 @@ port errors, graceful shutdown — as a process, and in-process where a process 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -20,6 +22,7 @@ import grpc
 import pytest
 
 from mock_server import cli
+from mock_server.service import ServerConfig
 from tests.support.mock_process import READY, REPO_ROOT, running_mock_server
 from tinker_ref import codec
 from tinker_ref._proto.tinker_ref.training.v1 import training_pb2 as pb
@@ -108,6 +111,21 @@ def test_ready_line_then_silence_on_stdout_and_graceful_sigterm() -> None:
         assert server.process.stdout is not None and server.process.stdout.read() == ""
 
 
+async def _serve_in_process(
+    config: ServerConfig, capsys: pytest.CaptureFixture[str]
+) -> tuple[asyncio.Task[None], re.Match[str]]:
+    """`cli.serve(config)` as a task of the running loop, once its ready line is printed."""
+    server = asyncio.create_task(cli.serve(config))
+    printed = ""
+    while "\n" not in printed:
+        await asyncio.sleep(0.05)
+        assert not server.done(), server
+        printed += capsys.readouterr().out
+    url = READY.match(printed.strip())
+    assert url is not None, printed
+    return server, url
+
+
 def test_grpc_port_minus_one_turns_grpc_off(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -116,22 +134,89 @@ def test_grpc_port_minus_one_turns_grpc_off(
     config = cli.config_from_args(cli.build_parser().parse_args(args))
     assert config.grpc_port is None
 
-    async def run() -> str:
-        server = asyncio.create_task(cli.serve(config))
-        printed = ""
-        while "\n" not in printed:
-            await asyncio.sleep(0.05)
-            assert not server.done(), server
-            printed += capsys.readouterr().out
-        url = READY.match(printed.strip())
-        assert url is not None and url.group("grpc") == "-"
+    async def run() -> None:
+        server, url = await _serve_in_process(config, capsys)
+        assert url.group("grpc") == "-"
         health = await asyncio.to_thread(_call, url.group("http"), "/api/v1/healthz")
         assert health == {"status": "ok"}
         os.kill(os.getpid(), signal.SIGTERM)  # serve() installed its handler before printing
         await asyncio.wait_for(server, 20)
-        return printed
 
     asyncio.run(run())
+
+
+def test_requests_that_arrive_while_the_stack_loads_are_held_then_answered(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The ready line comes before torch and the service are loaded (mock_server/startup.py).
+    # The load is held here until requests of both front ends have arrived: they must wait, not
+    # be refused, and then get the ready server's answers.
+    from mock_server import startup
+
+    loading, release = threading.Event(), threading.Event()
+    real_load = startup.load_stack
+
+    def held_load() -> None:
+        loading.set()
+        release.wait(60)
+        real_load()
+
+    monkeypatch.setattr(startup, "load_stack", held_load)
+    args = ["serve", "--port", "0", "--grpc-port", "0", "--data-dir", str(tmp_path)]
+    args += ["--client-config", '{"fwdbwd_max_chunk_len": 5}']
+    config = cli.config_from_args(cli.build_parser().parse_args(args))
+
+    async def run() -> None:
+        server, url = await _serve_in_process(config, capsys)
+        assert await asyncio.to_thread(loading.wait, 30)
+        channel = grpc.insecure_channel(url.group("grpc"))
+        stub = TrainingServiceStub(channel)
+        get_config = functools.partial(
+            stub.GetClientConfig, pb.GetClientConfigRequest(), metadata=_GRPC_KEY, timeout=60
+        )
+        held = [
+            asyncio.ensure_future(asyncio.to_thread(_call, url.group("http"), path, body, 60))
+            for path, body in [("/api/v1/healthz", None), ("/api/v1/create_session", {})]
+        ]
+        held.append(asyncio.ensure_future(asyncio.to_thread(get_config)))
+        await asyncio.sleep(1.0)
+        try:
+            assert not any(call.done() for call in held), [call for call in held if call.done()]
+        finally:
+            release.set()
+        health, session, grpc_config = await asyncio.wait_for(asyncio.gather(*held), 60)
+        assert health == {"status": "ok"}
+        assert session["session_id"]
+        assert grpc_config.fwdbwd_max_chunk_len == 5
+        channel.close()
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(server, 20)
+
+    try:
+        asyncio.run(run())
+    finally:
+        release.set()
+
+
+def test_the_cli_server_process_hands_the_gil_over_quickly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `tinker-mock serve` owns its interpreter: it shortens the GIL switch interval so the event
+    # loop is not held ~5 ms per syscall by engine threads (mock_server/startup.py).
+    from mock_server import startup
+
+    seen: list[float] = []
+
+    async def fake_serve(config: ServerConfig) -> None:
+        seen.append(sys.getswitchinterval())
+
+    before = sys.getswitchinterval()
+    monkeypatch.setattr(cli, "serve", fake_serve)
+    try:
+        assert cli.main(["serve", "--port", "0", "--grpc-port", "-1"]) == 0
+    finally:
+        sys.setswitchinterval(before)
+    assert seen == [startup.SWITCH_INTERVAL_S] and before > startup.SWITCH_INTERVAL_S
 
 
 def test_a_grpc_port_in_use_exits_with_a_message(capsys: pytest.CaptureFixture[str]) -> None:

@@ -36,7 +36,7 @@ class CrashableServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> str:
-        """Start (or restart, on the same port); returns the stderr up to the ready line."""
+        """Start (or restart, on the same port); returns the stderr once the server answers."""
         self._stack = ExitStack()
         self._server = self._stack.enter_context(
             running_mock_server(
@@ -51,6 +51,7 @@ class CrashableServer:
         )
         self.port = int(self._server.url.rsplit(":", 1)[1])
         self.starts += 1
+        self._server.wait_loaded()  # the journal is replayed by then
         return self._server.stderr()
 
     def replayed(self, stderr: str) -> tuple[int, int]:

@@ -42,6 +42,13 @@ class MockServer:
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
 
+    def wait_loaded(self, timeout: float = 60.0) -> None:
+        """Return once the server answers (`/api/v1/healthz`): the ready line comes before the
+        service is loaded (mock_server/startup.py), its start-up log lines (journal replay,
+        banner) once this returns."""
+        with urllib.request.urlopen(f"{self.url}/api/v1/healthz", timeout=timeout) as response:
+            assert response.status == 200
+
     def requests(self, case: str | None = None) -> list[dict[str, Any]]:
         """The server's request record (`GET /_mock/requests`)."""
         query = f"?case={case}" if case else ""
