@@ -625,8 +625,8 @@ def fairness_under_abandonment(settings: Settings) -> dict[str, Any]:
     not for the backlog."""
     import sys
 
-    config = json.dumps({"session_abandon_seconds": settings.abandon_seconds})
-    argv = [sys.executable, str(HERE / "config_server.py"), config]
+    argv = [sys.executable, "-m", "mock_server", "serve", "--port", "0", "--grpc-port", "-1"]
+    argv += ["--session-abandon-seconds", str(settings.abandon_seconds)]
     with running_server(argv) as (url, _pid):
         (measurer,) = start_workers(
             [Worker(sys.executable, "tinker_ref", "http", url, settings.model, 0, 0)]

@@ -101,6 +101,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="inject the faults of this JSON plan (mock_server/faults.py); testing only",
     )
+    serve.add_argument(
+        "--session-idle-seconds",
+        type=float,
+        default=ServerConfig.session_idle_seconds,
+        metavar="S",
+        help="a session with no heartbeat and no use for S seconds expires and its models are "
+        "freed (default %(default).0f)",
+    )
+    serve.add_argument(
+        "--session-abandon-seconds",
+        type=float,
+        default=ServerConfig.session_abandon_seconds,
+        metavar="S",
+        help="a session silent for S seconds looks abandoned: its queued engine work is "
+        "cancelled so it cannot hold other sessions up (default %(default).0f; the SDKs "
+        "heartbeat every 10 s)",
+    )
     serve.add_argument("--long-poll-seconds", type=float, default=30.0, help=argparse.SUPPRESS)
     serve.add_argument(
         "--seq-gap-timeout-seconds", type=float, default=60.0, help=argparse.SUPPRESS
@@ -196,6 +213,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         api_keys_file=args.api_keys,
         long_poll_seconds=args.long_poll_seconds,
         seq_gap_timeout_seconds=args.seq_gap_timeout_seconds,
+        session_idle_seconds=args.session_idle_seconds,
+        session_abandon_seconds=args.session_abandon_seconds,
         fault_plan=args.fault_plan,
     )
 

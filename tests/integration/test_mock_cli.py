@@ -249,3 +249,22 @@ def test_bad_client_config_exits_with_a_message() -> None:
     )
     assert completed.returncode == 2
     assert "fwdbwd_max_chunk_lenn" in completed.stderr and completed.stdout == ""
+
+
+def test_session_lifetimes_are_flags_with_the_config_defaults() -> None:
+    parse = cli.build_parser().parse_args
+    default = cli.config_from_args(parse(["serve"]))
+    assert default.session_idle_seconds == ServerConfig().session_idle_seconds == 3600.0
+    assert default.session_abandon_seconds == ServerConfig().session_abandon_seconds == 60.0
+    args = ["serve", "--session-idle-seconds", "90", "--session-abandon-seconds", "2.5"]
+    config = cli.config_from_args(parse(args))
+    assert (config.session_idle_seconds, config.session_abandon_seconds) == (90.0, 2.5)
+
+
+def test_a_session_lifetime_that_is_not_positive_exits_with_a_message(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["serve", "--port", "0", "--session-abandon-seconds", "0"]) == 2
+    captured = capsys.readouterr()
+    assert "session_abandon_seconds must be > 0, got 0.0" in captured.err
+    assert captured.out == ""
