@@ -9,6 +9,7 @@ records how many cores the machine left idle meanwhile (`Load`). Where a target 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import subprocess
@@ -194,21 +195,44 @@ def _worker_env() -> dict[str, str]:
     return {**os.environ, "TINKER_TELEMETRY": "0", "PYTHONUNBUFFERED": "1"}
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its live descendants (a server and its engine processes), Linux /proc."""
+    tree, index = [pid], 0
+    while index < len(tree):
+        tasks = Path(f"/proc/{tree[index]}/task")
+        for task in tasks.iterdir() if tasks.exists() else ():
+            with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+                tree += [int(child) for child in (task / "children").read_text().split()]
+        index += 1
+    return tree
+
+
 def peak_rss_mib(pid: int) -> float:
-    """A live process's peak resident set size (VmHWM), in MiB (Linux)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmHWM for pid {pid}")
+    """Peak resident set size (VmHWM) of a live process and its live descendants, summed, in
+    MiB (Linux): the server's engine processes count. A sum of peaks, so never an understatement."""
+    total = 0.0
+    for member in process_tree(pid):
+        for line in Path(f"/proc/{member}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1]) / 1024
+    if total == 0:
+        raise RuntimeError(f"no VmHWM for pid {pid}")
+    return total
 
 
 def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU time a live process has used so far (Linux /proc)."""
+    """User + system CPU time a live process and its live descendants have used so far
+    (Linux /proc): the server's engine processes count."""
     import os
 
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
-    return (utime + stime) / os.sysconf("SC_CLK_TCK")
+    total = 0
+    for member in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # exited meanwhile
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of proc(5)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def machine_busy_jiffies() -> tuple[int, int]:

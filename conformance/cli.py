@@ -41,6 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--jobs", type=int, default=4, help="cases in flight at once (default 4)")
     run.add_argument("--grpc", action="store_true", help="also serve gRPC (gRPC adapters)")
     run.add_argument("--timeout", type=float, default=CASE_TIMEOUT_S, help="seconds per case")
+    run.add_argument(
+        "--engine-processes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the mock's engine work in N processes (default 0: in its threads); results "
+        "are the same either way",
+    )
     run.add_argument("--out", type=Path, default=Path("conformance-report"), help="report folder")
     run.add_argument("--case-dir", type=Path, default=CASES_DIR, help=argparse.SUPPRESS)
     regen = commands.add_parser("regenerate", help="rewrite expectations from the reference")
@@ -70,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             jobs=args.jobs,
             grpc=args.grpc,
             case_timeout=args.timeout,
+            engine_processes=args.engine_processes,
         )
     except (CaseError, ProtocolError) as exc:
         print(f"tinker-conformance: {exc}", file=sys.stderr)

@@ -107,6 +107,7 @@ def run_suite(
     grpc: bool = False,
     case_timeout: float = CASE_TIMEOUT_S,
     record: dict[str, dict[str, Any]] | None = None,
+    engine_processes: int = 0,
 ) -> Report:
     """Judge every case; with `record`, also store each case's observations there."""
     started = time.monotonic()
@@ -122,7 +123,7 @@ def run_suite(
     adapter: dict[str, Any] = {"command": command}
     observed = record if record is not None else {}
     if runnable:
-        with start_mocks(runnable, grpc) as mocks:
+        with start_mocks(runnable, grpc, engine_processes) as mocks:
             session = AdapterSession(command)
             adapter.update(session.hello["adapter"])
             try:

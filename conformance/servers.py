@@ -82,8 +82,11 @@ def fault_plan(cases: Sequence[Case]) -> FaultPlan | None:
 
 
 @contextmanager
-def start_mocks(cases: Sequence[Case], grpc: bool) -> Iterator[dict[str, Mock]]:
-    """Mocks keyed by `setting_key`; stopped when the block ends."""
+def start_mocks(
+    cases: Sequence[Case], grpc: bool, engine_processes: int = 0
+) -> Iterator[dict[str, Mock]]:
+    """Mocks keyed by `setting_key`; stopped when the block ends. `engine_processes`: see
+    `ServerConfig.engine_processes`."""
     groups: dict[str, list[Case]] = {}
     for case in cases:
         groups.setdefault(setting_key(case), []).append(case)
@@ -98,6 +101,7 @@ def start_mocks(cases: Sequence[Case], grpc: bool) -> Iterator[dict[str, Mock]]:
                 client_config_overrides=overrides,
                 record_tensors=True,
                 fault_plan=fault_plan(members),
+                engine_processes=engine_processes,
             )
             server = stack.enter_context(serve(config))
             mocks[key] = Mock(server, _grpc_target(server) if grpc else None)

@@ -44,6 +44,7 @@ from typing import Any
 from mock_server.engine.catalog import load_catalog
 from mock_server.faults import fault_plan_argument
 from mock_server.service import ConfigError, ServerConfig
+from mock_server.service.pool import available_cores
 
 log = logging.getLogger("tinker_mock")
 
@@ -117,6 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="a session silent for S seconds looks abandoned: its queued engine work is "
         "cancelled so it cannot hold other sessions up (default %(default).0f; the SDKs "
         "heartbeat every 10 s)",
+    )
+    serve.add_argument(
+        "--engine-processes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run engine work in N child processes, each model in one of them (same results; "
+        "throughput grows with cores instead of stopping at the GIL); 0 runs it in this "
+        "process's threads (default: one per core when there are at least two, else 0)",
     )
     serve.add_argument("--long-poll-seconds", type=float, default=30.0, help=argparse.SUPPRESS)
     serve.add_argument(
@@ -197,6 +207,13 @@ def banner(config: ServerConfig, http_port: int, grpc_port: int | None) -> list[
     ]
 
 
+def default_engine_processes() -> int:
+    """One engine process per core where there are two or more (with one core, a process of
+    its own would only add a hop)."""
+    cores = available_cores()
+    return cores if cores >= 2 else 0
+
+
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     if args.api_keys is not None and not args.api_keys.is_file():
         raise ConfigError(f"--api-keys: no such file {args.api_keys}")
@@ -215,6 +232,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         seq_gap_timeout_seconds=args.seq_gap_timeout_seconds,
         session_idle_seconds=args.session_idle_seconds,
         session_abandon_seconds=args.session_abandon_seconds,
+        engine_processes=default_engine_processes()
+        if args.engine_processes is None
+        else args.engine_processes,
         fault_plan=args.fault_plan,
     )
 

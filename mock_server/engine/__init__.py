@@ -3,7 +3,8 @@
 Modules: `catalog` (base-model names -> tiny configs), `model` (the tiny causal LM with LoRA
 adapters), `losses` (built-in loss formulas and input validation), `training` (one trainable
 model: forward/backward, gradient accumulation, AdamW), `sampling` (seeded sampling and prompt
-logprobs), `checkpoint` (safetensors save/load), `engine` (the facade front ends hold), and
+logprobs), `checkpoint` (safetensors save/load), `engine` (the facade front ends hold),
+`processes` (the same facade over engine processes, messages in `ipc`), and
 the `custom_loss` package (uploaded losses: allow-list, compiler, interpreter; imported by name,
 not re-exported here).
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from mock_server.engine.engine import Engine, EngineConfig
     from mock_server.engine.losses import LOSSES, get_loss
     from mock_server.engine.model import LoraConfig, derive_seed
+    from mock_server.engine.processes import EngineProcesses, RemoteModel
     from mock_server.engine.sampling import SampledSequence, SampleResult, SampleSpec
     from mock_server.engine.training import (
         AdamConfig,
@@ -51,6 +53,8 @@ __getattr__ = lazy_exports(
         "get_loss": "losses",
         "LoraConfig": "model",
         "derive_seed": "model",
+        "EngineProcesses": "processes",
+        "RemoteModel": "processes",
         "SampledSequence": "sampling",
         "SampleResult": "sampling",
         "SampleSpec": "sampling",
@@ -75,11 +79,13 @@ __all__ = [
     "Engine",
     "EngineConfig",
     "EngineError",
+    "EngineProcesses",
     "ForwardBackwardResult",
     "InvalidInputError",
     "LoraConfig",
     "ModelSpec",
     "OptimizerState",
+    "RemoteModel",
     "SampleResult",
     "SampleSpec",
     "SampledSequence",

@@ -18,6 +18,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from safetensors.torch import load_file, save_file
 from torch import Tensor
@@ -25,6 +26,9 @@ from torch import Tensor
 from mock_server.engine.errors import CheckpointError
 from mock_server.engine.model import LoraConfig
 from mock_server.engine.training import OptimizerState, TrainingModel
+
+if TYPE_CHECKING:
+    from mock_server.engine.processes import RemoteModel
 
 FORMAT = "tinker-ref-checkpoint/v1"
 
@@ -38,7 +42,9 @@ class Checkpoint:
     optimizer: OptimizerState | None  # None when saved without optimizer state
 
 
-def save_checkpoint(model: TrainingModel, directory: Path, include_optimizer: bool) -> None:
+def save_checkpoint(
+    model: TrainingModel | RemoteModel, directory: Path, include_optimizer: bool
+) -> None:
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=directory.parent))
     try:

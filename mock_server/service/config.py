@@ -82,6 +82,11 @@ class ServerConfig:
     # Engine workers (service/pool.py); None: one per CPU this process may use. More workers than
     # cores only contend; one model's ops never overlap regardless.
     worker_threads: int | None = None
+    # Engine processes (mock_server/engine/processes.py): 0 runs engine work in this process's
+    # threads, where the GIL caps a small model's throughput near one core; N > 0 runs it in N
+    # child processes (each model in one of them) with the same results. The CLI's default is
+    # one per core when there are at least two.
+    engine_processes: int = 0
     jwt_ttl_seconds: int = 3600  # lifetime of tokens from /auth/token (pjwt_auth_enabled)
     max_request_records: int = 10_000  # request records kept for tests / conformance (FIFO)
     # Keep forward/backward token ids and loss_fn_inputs *values* in the request record (tests
@@ -120,6 +125,8 @@ class ServerConfig:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.journal and self.data_dir is None:
             raise ConfigError("journal needs a data_dir to keep it in")
+        if self.engine_processes < 0:
+            raise ConfigError(f"engine_processes must be >= 0, got {self.engine_processes}")
         if self.worker_threads is not None and self.worker_threads < 1:
             raise ConfigError(f"worker_threads must be >= 1, got {self.worker_threads}")
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from mock_server.engine import CheckpointError, Engine, InvalidInputError
+from mock_server.engine import CheckpointError, Engine, EngineProcesses, InvalidInputError
 from mock_server.service.auth import Authenticator, Principal
 from mock_server.service.checkpoints import CheckpointStore
 from mock_server.service.config import ServerConfig
@@ -38,7 +38,7 @@ def is_user_error(exc: BaseException) -> bool:
 @dataclass(eq=False)
 class ServiceContext:
     config: ServerConfig
-    engine: Engine
+    engine: Engine | EngineProcesses  # in this process's threads, or in engine processes
     pool: EnginePool
     ids: IdMinter
     futures: FutureStore

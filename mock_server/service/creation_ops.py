@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from mock_server.engine import (
     LoraConfig,
+    RemoteModel,
     TrainingModel,
     get_spec,
     load_checkpoint,
@@ -50,13 +51,13 @@ class CreateModelOp(NewModelOp[CreateModel]):
             train_unembed=req.lora.train_unembed,
         )
 
-    def run(self, ctx: ServiceContext) -> TrainingModel:
+    def run(self, ctx: ServiceContext) -> TrainingModel | RemoteModel:
         req = self.request
         return ctx.engine.create_model(
             req.base_model, self._lora, req.lora.seed, model_key=self.model_id
         )
 
-    def finish(self, ctx: ServiceContext, training: TrainingModel) -> object:
+    def finish(self, ctx: ServiceContext, training: TrainingModel | RemoteModel) -> object:
         self.model.settle(training)
         return CreateModelResult(self.model_id)
 
@@ -76,7 +77,7 @@ class LoadNewModelOp(NewModelOp[LoadWeights]):
         if self.request.optimizer_type is not None:
             unsupported.check_optimizer(self.request.optimizer_type, "optimizer_config.type")
 
-    def run(self, ctx: ServiceContext) -> TrainingModel:
+    def run(self, ctx: ServiceContext) -> TrainingModel | RemoteModel:
         req = self.request
         directory = ctx.checkpoints.directory(self._address)
         checkpoint = load_checkpoint(directory, with_optimizer=req.optimizer)
@@ -88,6 +89,6 @@ class LoadNewModelOp(NewModelOp[LoadWeights]):
             )
         return ctx.engine.model_from_checkpoint(checkpoint)
 
-    def finish(self, ctx: ServiceContext, training: TrainingModel) -> object:
+    def finish(self, ctx: ServiceContext, training: TrainingModel | RemoteModel) -> object:
         self.model.settle(training)
         return LoadWeightsResult(self._address.uri, self.model_id)

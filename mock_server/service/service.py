@@ -18,7 +18,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
-from mock_server.engine import CheckpointError, Engine, EngineConfig, ModelSpec, load_checkpoint
+from mock_server.engine import (
+    CheckpointError,
+    Engine,
+    EngineConfig,
+    EngineProcesses,
+    ModelSpec,
+    load_checkpoint,
+)
 from mock_server.service.auth import Authenticator, Principal, read_api_keys
 from mock_server.service.checkpoints import CheckpointStore
 from mock_server.service.config import ServerConfig
@@ -167,11 +174,23 @@ class TinkerService:
     def __init__(
         self,
         config: ServerConfig,
-        engine: Engine | None = None,
+        engine: Engine | EngineProcesses | None = None,
         pool: EnginePool | None = None,
     ) -> None:
         self.config = config
         self._owns_pool = pool is None
+        self._owned_processes: EngineProcesses | None = None
+        if engine is None:
+            engine_config = EngineConfig(seed=config.seed)
+            if config.engine_processes:
+                engine = self._owned_processes = EngineProcesses(
+                    engine_config, config.engine_processes
+                )
+            else:
+                engine = Engine(engine_config)
+        # Engine processes: twice as many pool threads as processes, so a thread waiting for
+        # a busy process (a model lives in one) leaves others to keep every process fed.
+        workers = config.worker_threads or (2 * config.engine_processes or None)
         self._temp_dir: Path | None = None
         data_dir = config.data_dir
         if data_dir is None:
@@ -180,8 +199,8 @@ class TinkerService:
         auth = Authenticator(api_keys, config.jwt_ttl_seconds)
         self.ctx = ServiceContext(
             config=config,
-            engine=engine or Engine(EngineConfig(seed=config.seed)),
-            pool=pool or EnginePool(config.worker_threads),
+            engine=engine,
+            pool=pool or EnginePool(workers),
             ids=IdMinter(config.seed),
             futures=FutureStore(config.result_grace_seconds, config.result_ttl_seconds),
             sequencer=Sequencer(config.seq_gap_timeout_seconds, config.dedupe_window),
@@ -210,7 +229,7 @@ class TinkerService:
         return self.ctx.records
 
     @property
-    def engine(self) -> Engine:
+    def engine(self) -> Engine | EngineProcesses:
         return self.ctx.engine
 
     # ----- credentials and configuration -----
@@ -340,6 +359,8 @@ class TinkerService:
         await self.ctx.cancel_spawned()
         if self._owns_pool:
             await asyncio.get_running_loop().run_in_executor(None, self.ctx.pool.shutdown)
+        if self._owned_processes is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._owned_processes.close)
         if self._journal is not None:
             self._journal.close()
         if self._temp_dir is not None:

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from mock_server.engine import LoraConfig, TrainingModel
+from mock_server.engine import LoraConfig, RemoteModel, TrainingModel
 from mock_server.engine.model import Adapter
 from mock_server.service import ids
 from mock_server.service.auth import Principal
@@ -83,7 +83,7 @@ class Model:
     lora: LoraConfig | None
     optimizer_type: str = "adamw"
     state: ModelState = ModelState.CREATING
-    training: TrainingModel | None = None
+    training: TrainingModel | RemoteModel | None = None  # Remote: in an engine process
     failure: str | None = None
     settled: asyncio.Event = field(default_factory=asyncio.Event)  # READY or FAILED
     history: list[TrainingEvent] = field(default_factory=list)  # in execution (seq_id) order
@@ -91,7 +91,9 @@ class Model:
     created_at: float = field(default_factory=time.time)  # wall clock, seconds since the epoch
     user_metadata: dict[str, Any] | None = None
 
-    def settle(self, training: TrainingModel | None, failure: str | None = None) -> None:
+    def settle(
+        self, training: TrainingModel | RemoteModel | None, failure: str | None = None
+    ) -> None:
         if training is not None:
             self.training, self.state = training, ModelState.READY
             self.base_model = training.base.spec.name
@@ -203,7 +205,7 @@ def check_claim(claims: dict[int, Claim], number: int, fingerprint: str, what: s
     return claim.value
 
 
-def require_training(model: Model) -> TrainingModel:
+def require_training(model: Model) -> TrainingModel | RemoteModel:
     """The model's engine state; its ops are sequenced after creation, so it exists unless
     the creation failed."""
     if model.training is None:

@@ -28,6 +28,7 @@ from mock_server.engine.custom_loss.interpreter import (
     CompiledCustomLoss,
     CustomLossError,
     CustomLossLimits,
+    CustomLossSource,
     Ref,
     SliceOf,
     Step,
@@ -351,4 +352,6 @@ def compile_custom_loss(
         if ref not in kept:
             frees.setdefault(user, []).append(ref)
     steps = [replace(step, frees=tuple(frees.get(step.index, ()))) for step in steps]
-    return CompiledCustomLoss(name, declared, steps, loss, metrics, len(nodes), limits)
+    compiled = CompiledCustomLoss(name, declared, steps, loss, metrics, len(nodes), limits)
+    compiled.source = CustomLossSource(name, inputs, graph, limits)
+    return compiled

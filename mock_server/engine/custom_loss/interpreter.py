@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import torch
 from torch import Tensor
@@ -250,8 +250,21 @@ def _check_python_operands(step: Step, args: Sequence[object]) -> None:
             raise OverflowError(f"int power with exponent {exponent} > {MAX_INT_EXPONENT}")
 
 
+@dataclass(frozen=True)
+class CustomLossSource:
+    """What a loss was compiled from (`compile_custom_loss`'s arguments, as uploaded): an
+    engine process (`mock_server/engine/processes.py`) compiles its own copy from it."""
+
+    name: str
+    inputs: list[dict[str, Any]]
+    graph: dict[str, Any]
+    limits: CustomLossLimits
+
+
 class CompiledCustomLoss:
     """A validated custom loss. Call it on one datum: `(loss, metrics) = loss(logprobs, inputs)`."""
+
+    source: CustomLossSource | None = None  # set by compile_custom_loss
 
     def __init__(
         self,
