@@ -44,6 +44,16 @@ class Engine:
         self._lock = threading.Lock()
 
     @staticmethod
+    def affinity(model: object) -> None:
+        """Any pool worker may run ops on an in-process model (see `EngineProcesses`)."""
+        return None
+
+    @staticmethod
+    def placement() -> None:
+        """A new model may be created by any pool worker (see `EngineProcesses`)."""
+        return None
+
+    @staticmethod
     def catalog() -> list[ModelSpec]:
         return list(load_catalog().values())
 

@@ -1,11 +1,13 @@
 """The message format between the server and its engine processes (`processes.py`): no pickle.
 
 A message is a tree of None, bools, numbers, strings, lists, tuples, dicts, torch tensors, the
-engine's own dataclasses and its errors. It travels as frames on a `multiprocessing` pipe: one
-JSON header (the tree, with each tensor replaced by its index) and then each tensor's raw bytes.
-Decoding builds only the types named in `_DATACLASSES` and `_ERRORS`: a message can never make
-the reader import or call anything else (pickle could, which is why the project uses none; see
-docs/reliability.md, "No pickle"). Tensors arrive as fresh, contiguous, writable copies.
+engine's own dataclasses and its errors. It travels as one frame on a socket
+(`multiprocessing.connection` framing): a 4-byte header length, the JSON header (the tree, each
+tensor replaced by its byte size, dtype and shape), then every tensor's raw bytes back to back,
+in the order the header names them. Decoding builds only the types named in `_DATACLASSES` and
+`_ERRORS`: a message can never make the reader import or call anything else (pickle could,
+which is why the project uses none; see docs/reliability.md, "No pickle"). Tensors arrive
+contiguous and writable: views of the received frame, which nothing else holds.
 
 Both ends are this project's code; the format is private and may change with it.
 """
@@ -92,18 +94,16 @@ class RemoteError(RuntimeError):
 
 def send(conn: Connection, message: object) -> None:
     """Write `message` to `conn` (blocking)."""
-    tensors: list[torch.Tensor] = []
-    header = json.dumps(_encode(message, tensors), separators=(",", ":"))
-    conn.send_bytes(json.dumps([header, len(tensors)]).encode())
-    for tensor in tensors:
-        conn.send_bytes(_raw(tensor))
+    raws: list[bytes] = []
+    header = json.dumps(_encode(message, raws), separators=(",", ":")).encode()
+    conn.send_bytes(b"".join([len(header).to_bytes(4, "little"), header, *raws]))
 
 
 def receive(conn: Connection) -> Any:
     """Read one message from `conn` (blocking; EOFError when the other end closed)."""
-    header, count = json.loads(conn.recv_bytes())
-    buffers = [conn.recv_bytes() for _ in range(count)]
-    return _decode(json.loads(header), buffers)
+    frame = bytearray(conn.recv_bytes())  # writable: the tensors are views of it
+    length = int.from_bytes(frame[:4], "little")
+    return _decode(json.loads(frame[4 : 4 + length]), frame, 4 + length)
 
 
 def error_message(error: BaseException) -> dict[str, Any]:
@@ -133,47 +133,58 @@ def _raw(tensor: torch.Tensor) -> bytes:
     return flat.numpy().tobytes()
 
 
-def _encode(value: object, tensors: list[torch.Tensor]) -> object:
+def _encode(value: object, raws: list[bytes]) -> object:
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, torch.Tensor):
-        tensors.append(value)
-        return {"t": len(tensors) - 1, "dtype": str(value.dtype), "shape": list(value.shape)}
+        raws.append(_raw(value))
+        return {"t": len(raws[-1]), "dtype": str(value.dtype), "shape": list(value.shape)}
     if isinstance(value, list):
-        return [_encode(item, tensors) for item in value]
+        return [_encode(item, raws) for item in value]
     if isinstance(value, tuple):  # torch.Size included
-        return {"tuple": [_encode(item, tensors) for item in value]}
+        return {"tuple": [_encode(item, raws) for item in value]}
     if isinstance(value, dict):
-        return {"dict": [[_encode(k, tensors), _encode(v, tensors)] for k, v in value.items()]}
+        return {"dict": [[_encode(k, raws), _encode(v, raws)] for k, v in value.items()]}
     name = type(value).__name__
     if dataclasses.is_dataclass(value) and _DATACLASSES.get(name) is type(value):
-        fields = {
-            f.name: _encode(getattr(value, f.name), tensors) for f in dataclasses.fields(value)
-        }
+        fields = {f.name: _encode(getattr(value, f.name), raws) for f in dataclasses.fields(value)}
         return {"dataclass": name, "fields": fields}
     raise TypeError(f"an engine message cannot carry a {name}")
 
 
-def _decode(value: Any, buffers: list[bytes]) -> Any:
-    if not isinstance(value, list | dict):
-        return value
-    if isinstance(value, list):
-        return [_decode(item, buffers) for item in value]
-    if "t" in value:
-        dtype = _DTYPES[value["dtype"]]
-        raw = bytearray(buffers[value["t"]])  # writable, owned by the tensor
-        if dtype in (torch.bfloat16, torch.float16):
-            flat = torch.frombuffer(raw, dtype=torch.int16).view(dtype) if raw else None
-        elif dtype == torch.bool:
-            flat = torch.frombuffer(raw, dtype=torch.uint8).view(torch.bool) if raw else None
-        else:
-            flat = torch.frombuffer(raw, dtype=dtype) if raw else None
-        if flat is None:  # frombuffer refuses an empty buffer
-            return torch.empty(value["shape"], dtype=dtype)
-        return flat.reshape(value["shape"])
-    if "tuple" in value:
-        return tuple(_decode(item, buffers) for item in value["tuple"])
-    if "dict" in value:
-        return {_decode(k, buffers): _decode(v, buffers) for k, v in value["dict"]}
-    cls = _DATACLASSES[value["dataclass"]]
-    return cls(**{key: _decode(item, buffers) for key, item in value["fields"].items()})
+class _Reader:
+    """Walks a decoded header; tensors are taken from the frame in the order they were sent."""
+
+    def __init__(self, frame: bytearray, start: int) -> None:
+        self.frame = frame
+        self.position = start
+
+    def tensor(self, size: int, dtype: torch.dtype, shape: list[int]) -> torch.Tensor:
+        start, self.position = self.position, self.position + size
+        if size == 0:  # frombuffer refuses an empty buffer
+            return torch.empty(shape, dtype=dtype)
+        stored = {torch.bfloat16: torch.int16, torch.float16: torch.int16, torch.bool: torch.uint8}
+        raw = stored.get(dtype, dtype)
+        flat = torch.frombuffer(self.frame, dtype=raw, count=size // _SIZES[raw], offset=start)
+        return (flat.view(dtype) if raw != dtype else flat).reshape(shape)
+
+    def value(self, value: Any) -> Any:
+        if not isinstance(value, list | dict):
+            return value
+        if isinstance(value, list):
+            return [self.value(item) for item in value]
+        if "t" in value:
+            return self.tensor(value["t"], _DTYPES[value["dtype"]], value["shape"])
+        if "tuple" in value:
+            return tuple(self.value(item) for item in value["tuple"])
+        if "dict" in value:
+            return {self.value(k): self.value(v) for k, v in value["dict"]}
+        cls = _DATACLASSES[value["dataclass"]]
+        return cls(**{key: self.value(item) for key, item in value["fields"].items()})
+
+
+def _decode(header: Any, frame: bytearray, start: int) -> Any:
+    return _Reader(frame, start).value(header)
+
+
+_SIZES = {dtype: torch.empty((), dtype=dtype).element_size() for dtype in _DTYPES.values()}

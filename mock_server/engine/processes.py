@@ -5,12 +5,16 @@ threads in one process reach about 1.3x one thread's steps/s on 2 cores, two pro
 (measured side by side; `make bench` row 6). So `EngineProcesses` runs N child processes, each
 with its own `Engine`, and keeps the in-process `Engine`'s interface:
 
-* **Per-model affinity.** A model lives in one process for its whole life (the one holding
-  the fewest models when it was created); the service holds a `RemoteModel`, whose methods are
-  calls into that process. A model's ops never overlap anyway (the sequencer runs them one at
-  a time), so affinity costs no parallelism that ordering allows.
-* **Sampling** runs in the least busy process; the sampler's weights travel with each call
-  (LoRA adapters: kilobytes to a few MiB).
+* **One feeder per process.** The service's pool has one worker thread per process
+  (`bind_worker`: worker `i` feeds process `i`), so no thread ever waits for a busy process
+  while another process idles, and the pool's turns between sessions decide what runs next.
+* **Per-model affinity.** A model lives in one process for its whole life (`placement()`: the
+  one with the fewest models, counting those being created); the service holds a
+  `RemoteModel`, whose methods are calls into that process, and queues its ops for that
+  process's worker (`affinity`). A model's ops never overlap anyway (the sequencer runs them
+  one at a time), so affinity costs no parallelism that ordering allows.
+* **Sampling** runs in the process of whichever worker is free first; the sampler's weights
+  travel with each call (LoRA adapters: kilobytes to a few MiB).
 * **Same bits.** Every process builds the same base weights from the server seed, pins torch
   to one intra-op thread, and runs the same code; where an op runs does not change its result
   (tests/integration/test_engine_processes.py compares against the in-process engine).
@@ -75,6 +79,9 @@ class _Process:
     def __init__(self, config: EngineConfig, index: int) -> None:
         self.index = index
         self.models = 0  # live models placed here (affinity)
+        # Models `placement()` chose this process for, not yet created (a heuristic: one whose
+        # creation is cancelled before it runs stays counted until the next creation here).
+        self.placed = 0
         self.busy = 0  # calls in progress or waiting for the pipe (sampling placement)
         # Handles of models the service let go (see `_release`), dropped before the next call.
         self.released: list[int] = []
@@ -135,6 +142,7 @@ class EngineProcesses:
         if count < 1:
             raise ValueError(f"engine processes: need at least 1, got {count}")
         self.config = config or EngineConfig()
+        self._bound = threading.local()  # .process: the one this thread feeds (bind_worker)
         self._processes = [_Process(self.config, i) for i in range(count)]
         for process in self._processes:  # they start side by side; each says when it is ready
             process.call(["ping"])
@@ -157,6 +165,23 @@ class EngineProcesses:
     def catalog() -> list[ModelSpec]:
         return list(load_catalog().values())
 
+    def bind_worker(self, worker: int) -> None:
+        """Make the calling thread feed process `worker` (mod the count): `EnginePool`'s `bind`.
+        Samples and new models from this thread then run there."""
+        self._bound.process = self._processes[worker % len(self._processes)]
+
+    def placement(self) -> int:
+        """The process a new model should live in: the fewest models, counting those placed
+        but not yet created. Queue its creation for that process's worker."""
+        with self._placement:
+            process = min(self._processes, key=lambda p: (p.models + p.placed, p.index))
+            process.placed += 1
+            return process.index
+
+    def affinity(self, model: object) -> int | None:
+        """The worker that must run ops on `model` (its process), None for any."""
+        return model._process.index if isinstance(model, RemoteModel) else None
+
     def create_model(
         self, base_model: str, lora: LoraConfig, lora_seed: int | None, model_key: str
     ) -> RemoteModel:
@@ -167,7 +192,9 @@ class EngineProcesses:
         return self._place(["from_checkpoint", checkpoint])
 
     def sample(self, base_model: str, weights: Adapter, spec: SampleSpec) -> SampleResult:
-        process = min(self._processes, key=lambda p: (p.busy, p.index))
+        process = getattr(self._bound, "process", None) or min(
+            self._processes, key=lambda p: (p.busy, p.index)
+        )
         result: SampleResult = process.call(["sample", base_model, dict(weights), spec])
         return result
 
@@ -177,7 +204,10 @@ class EngineProcesses:
 
     def _place(self, request: list[Any]) -> RemoteModel:
         with self._placement:
-            process = min(self._processes, key=lambda p: (p.models, p.index))
+            process = getattr(self._bound, "process", None) or min(
+                self._processes, key=lambda p: (p.models + p.placed, p.index)
+            )
+            process.placed = max(process.placed - 1, 0)  # placement() reserved it
             process.models += 1
         handle = next(self._handles)
         try:

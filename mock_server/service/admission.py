@@ -73,6 +73,9 @@ class ModelOp(Operation[M, SubmittedFuture]):
     def fingerprint(self) -> str:
         return fingerprint((self.kind, self.request))
 
+    def affinity(self, ctx: ServiceContext) -> int | None:
+        return ctx.engine.affinity(self.model.training)
+
     async def accept(self, ctx: ServiceContext, principal: Principal) -> SubmittedFuture:
         self.model = model = ctx.registry.model(principal, self.request.model_id or "")
         seq_id = self.request.seq_id
@@ -138,6 +141,9 @@ class NewModelOp(Operation[N, SubmittedFuture]):
     @property
     def session_id(self) -> str | None:
         return self.model.session_id
+
+    def affinity(self, ctx: ServiceContext) -> int | None:
+        return ctx.engine.placement()  # where the new model will live
 
     def failed(self, message: str) -> None:
         self.model.settle(None, message)

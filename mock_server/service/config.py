@@ -80,7 +80,8 @@ class ServerConfig:
     # Results larger than this are announced with `complete_metadata` first (when allowed).
     metadata_threshold_bytes: int = 4 * 1024 * 1024
     # Engine workers (service/pool.py); None: one per CPU this process may use. More workers than
-    # cores only contend; one model's ops never overlap regardless.
+    # cores only contend; one model's ops never overlap regardless. With engine processes the
+    # pool has one worker per process instead, and this is not used.
     worker_threads: int | None = None
     # Engine processes (mock_server/engine/processes.py): 0 runs engine work in this process's
     # threads, where the GIL caps a small model's throughput near one core; N > 0 runs it in N

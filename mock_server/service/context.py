@@ -49,10 +49,12 @@ class ServiceContext:
     records: RequestLog
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)  # spawned, not yet done
 
-    async def in_thread(self, fn: Callable[[], T], session: str | None = None) -> T:
+    async def in_thread(
+        self, fn: Callable[[], T], session: str | None = None, affinity: int | None = None
+    ) -> T:
         """Run blocking engine or disk work in the pool, off the event loop, in `session`'s
-        turn (sessions take turns: `pool.py`)."""
-        return await self.pool.run(fn, session)
+        turn (sessions take turns: `pool.py`), on worker `affinity` when given."""
+        return await self.pool.run(fn, session, affinity)
 
     def admit(self, unblocks: bool = False) -> None:
         """Bounded queues: `Overloaded` (429) past `max_pending_ops`, unless the op `unblocks`

@@ -78,6 +78,12 @@ class Operation(ABC, Generic[R, A]):
         an abandoned session's queued work is cancelled. None: known only after `accept`."""
         return None
 
+    def affinity(self, ctx: ServiceContext) -> int | None:
+        """The engine pool worker that must run `run` (engine processes: the one feeding the
+        process that holds the op's model), or None for any. Asked once, as the op is queued
+        in the pool."""
+        return None
+
     def failed(self, message: str) -> None:
         """On the loop, when an accepted op failed (its run raised, or it never ran): release
         what accepting it set up. Most ops set up nothing."""
@@ -119,7 +125,7 @@ class Job:
             self.fail(abandoned)
             return
         try:
-            value = await ctx.in_thread(partial(op.run, ctx), op.session_id)
+            value = await ctx.in_thread(partial(op.run, ctx), op.session_id, op.affinity(ctx))
             result = op.finish(ctx, value)
         except Exception as exc:  # every outcome, good or bad, ends up in the future
             op.failed(ctx.fail_future(self.request_id, exc))

@@ -11,6 +11,11 @@ torch or disk work; the event loop hands it here and awaits the answer. Two rule
   delays another session's next op by at most one job per active session, not by its backlog.
   Work of no session (there is little: none today but reads the front ends may add) queues as
   a session of its own.
+* **Affinity.** With engine processes (`mock_server/engine/processes.py`) worker `i` feeds
+  process `i` (`bind` tells the engine which thread is which), and a job may name the one worker
+  that can run it (`affinity`: the process holding its model); jobs without one (samples, new
+  models, disk reads) run on any. A free worker takes, in session rotation, the oldest job it
+  may run, so one process's backlog never idles another process, and the turns stay fair.
 
 `cancel_queued(session)` fails a session's queued jobs (not those already running); the
 service calls it for sessions whose client is gone (`expiry.py`). Results return to the loop
@@ -46,6 +51,7 @@ class _Job:
     work: Callable[[], Any]
     loop: asyncio.AbstractEventLoop
     answer: asyncio.Future[Any]
+    affinity: int | None  # the only worker that may run it; None: any
 
 
 class PoolClosed(RuntimeError):
@@ -53,24 +59,36 @@ class PoolClosed(RuntimeError):
 
 
 class EnginePool:
-    def __init__(self, workers: int | None = None, name: str = "tinker-engine") -> None:
+    def __init__(
+        self,
+        workers: int | None = None,
+        name: str = "tinker-engine",
+        bind: Callable[[int], None] | None = None,
+    ) -> None:
+        """`bind(i)` runs first in worker thread `i` (engine processes: which one it feeds)."""
         self.workers = workers or available_cores()
+        self._bind = bind
         self._queues: dict[str, deque[_Job]] = {}  # session -> its queued jobs, oldest first
         self._turns: deque[str] = deque()  # sessions with queued jobs, next to be served first
         self._running = 0
         self._closed = False
         self._lock = threading.Condition()
         self._threads = [
-            threading.Thread(target=self._serve, name=f"{name}-{i}", daemon=True)
+            threading.Thread(target=self._serve, args=(i,), name=f"{name}-{i}", daemon=True)
             for i in range(self.workers)
         ]
         for thread in self._threads:
             thread.start()
 
-    async def run(self, work: Callable[[], T], session: str | None = None) -> T:
-        """Run `work` in a worker when `session`'s turn comes; its result or exception."""
+    async def run(
+        self, work: Callable[[], T], session: str | None = None, affinity: int | None = None
+    ) -> T:
+        """Run `work` in a worker when `session`'s turn comes (in worker `affinity` only, when
+        given); its result or exception."""
+        if affinity is not None and not 0 <= affinity < self.workers:
+            raise ValueError(f"no worker {affinity} (workers 0..{self.workers - 1})")
         loop = asyncio.get_running_loop()
-        job = _Job(work, loop, loop.create_future())
+        job = _Job(work, loop, loop.create_future(), affinity)
         key = session or _NO_SESSION
         with self._lock:
             if self._closed:
@@ -79,7 +97,8 @@ class EnginePool:
             if not queue:
                 self._turns.append(key)
             queue.append(job)
-            self._lock.notify()
+            # Every idle worker looks: only some of them may run this job.
+            self._lock.notify_all()
         result: T = await job.answer
         return result
 
@@ -116,25 +135,32 @@ class EnginePool:
             for thread in self._threads:
                 thread.join()
 
-    def _next(self) -> _Job | None:
-        """The next job in turn (None once closed); call with the lock held."""
-        while not self._turns:
+    def _next(self, worker: int) -> _Job | None:
+        """The next job in turn that `worker` may run (None once closed); call with the lock
+        held."""
+        while True:
+            for position, session in enumerate(self._turns):
+                queue = self._queues[session]
+                job = next((j for j in queue if j.affinity in (None, worker)), None)
+                if job is None:
+                    continue  # this session waits for another worker; look at the next
+                queue.remove(job)
+                del self._turns[position]
+                if queue:
+                    self._turns.append(session)  # its next job waits for every other session
+                else:
+                    del self._queues[session]
+                return job
             if self._closed:
                 return None
             self._lock.wait()
-        session = self._turns.popleft()
-        queue = self._queues[session]
-        job = queue.popleft()
-        if queue:
-            self._turns.append(session)  # its next job waits for every other session's turn
-        else:
-            del self._queues[session]
-        return job
 
-    def _serve(self) -> None:
+    def _serve(self, worker: int) -> None:
+        if self._bind is not None:
+            self._bind(worker)
         while True:
             with self._lock:
-                job = self._next()
+                job = self._next(worker)
                 if job is None:
                     return
                 self._running += 1

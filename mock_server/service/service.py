@@ -188,9 +188,11 @@ class TinkerService:
                 )
             else:
                 engine = Engine(engine_config)
-        # Engine processes: twice as many pool threads as processes, so a thread waiting for
-        # a busy process (a model lives in one) leaves others to keep every process fed.
-        workers = config.worker_threads or (2 * config.engine_processes or None)
+        # Engine processes: one pool worker feeds each (pool.py, "Affinity").
+        workers = config.worker_threads
+        bind = None
+        if isinstance(engine, EngineProcesses):
+            workers, bind = engine.count, engine.bind_worker
         self._temp_dir: Path | None = None
         data_dir = config.data_dir
         if data_dir is None:
@@ -200,7 +202,7 @@ class TinkerService:
         self.ctx = ServiceContext(
             config=config,
             engine=engine,
-            pool=pool or EnginePool(workers),
+            pool=pool or EnginePool(workers, bind=bind),
             ids=IdMinter(config.seed),
             futures=FutureStore(config.result_grace_seconds, config.result_ttl_seconds),
             sequencer=Sequencer(config.seq_gap_timeout_seconds, config.dedupe_window),

@@ -70,10 +70,11 @@ def test_a_pipelining_client_rides_429s_to_the_same_weights(
     expected = reference_digest(steps, tmp_path)
     # A slow optimizer step keeps the pipelined optim_step pending when the next call's
     # forward arrives, so the limit of one pending op bites whatever the machine's speed.
+    # (0.3 s was once not enough on a loaded 2-core machine: the next forward came later.)
     optim_step = TrainingModel.optim_step
 
     def slow_optim_step(model: TrainingModel, adam: AdamConfig) -> dict[str, float]:
-        time.sleep(0.3)
+        time.sleep(1.0)
         return optim_step(model, adam)
 
     monkeypatch.setattr(TrainingModel, "optim_step", slow_optim_step)

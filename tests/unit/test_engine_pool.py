@@ -87,3 +87,52 @@ def test_the_default_pool_has_one_worker_per_available_core() -> None:
     pool = EnginePool()
     assert pool.workers == available_cores() >= 1
     pool.shutdown()
+
+
+@pytest.mark.asyncio
+async def test_a_job_with_affinity_runs_only_on_its_worker_and_blocks_no_other_worker() -> None:
+    bound: dict[int, str] = {}
+    pool = EnginePool(
+        workers=2, bind=lambda i: bound.__setitem__(i, threading.current_thread().name)
+    )
+    await asyncio.sleep(0.05)
+    assert sorted(bound) == [0, 1] and bound[0] != bound[1]
+    gate = threading.Event()
+
+    def where(wait: bool = False) -> Callable[[], str]:
+        def work() -> str:
+            if wait:
+                gate.wait(10)
+            return threading.current_thread().name
+
+        return work
+
+    # Worker 0 is held by a pinned job, and more pinned to it queue behind: an unpinned job
+    # of the same session and a job pinned to worker 1 still run at once, on worker 1.
+    held = asyncio.ensure_future(pool.run(where(wait=True), "a", affinity=0))
+    await asyncio.sleep(0.05)
+    behind = [asyncio.ensure_future(pool.run(where(), "a", affinity=0)) for _ in range(3)]
+    assert await asyncio.wait_for(pool.run(where(), "a"), 5) == bound[1]
+    assert await asyncio.wait_for(pool.run(where(), "b", affinity=1), 5) == bound[1]
+    assert not held.done() and not any(task.done() for task in behind)
+    gate.set()
+    assert {await held, *(await asyncio.gather(*behind))} == {bound[0]}
+    with pytest.raises(ValueError, match="no worker 2"):
+        await pool.run(where(), "a", affinity=2)
+    pool.shutdown()
+
+
+@pytest.mark.asyncio
+async def test_sessions_take_turns_on_a_worker_their_jobs_are_pinned_to() -> None:
+    pool = EnginePool(workers=2)
+    order: list[str] = []
+    gate = threading.Event()
+    job = _recorder(order, gate)
+    backlog = [asyncio.ensure_future(pool.run(job(f"a{i}"), "a", affinity=1)) for i in range(20)]
+    await asyncio.sleep(0.05)  # a0 runs on worker 1 (held), a1..a19 wait for worker 1
+    newcomer = asyncio.ensure_future(pool.run(job("b0"), "b", affinity=1))
+    await asyncio.sleep(0.05)
+    gate.set()
+    await asyncio.gather(newcomer, *backlog)
+    assert order.index("b0") <= 2, order[:5]
+    pool.shutdown()
