@@ -22,7 +22,8 @@ from mock_server.engine.model import (
     derive_seed,
     init_base_weights,
 )
-from mock_server.engine.sampling import SampleResult, SampleSpec, sample
+from mock_server.engine.sampling import SampleResult, SampleSpec, sample, sample_steps
+from mock_server.engine.slices import Unfinished, advance
 from mock_server.engine.training import TrainingModel
 
 
@@ -82,3 +83,10 @@ class Engine:
     def sample(self, base_model: str, weights: Adapter, spec: SampleSpec) -> SampleResult:
         """Sample from `weights` (a snapshot) or, with an empty dict, from the base model."""
         return sample(self.base_weights(base_model), weights, spec)
+
+    def sample_sliced(
+        self, base_model: str, weights: Adapter, spec: SampleSpec, slice_seconds: float
+    ) -> SampleResult | Unfinished[SampleResult]:
+        """`sample`, paused every `slice_seconds` (between tokens) as an `Unfinished`; the same
+        result, bit for bit."""
+        return advance(sample_steps(self.base_weights(base_model), weights, spec), slice_seconds)

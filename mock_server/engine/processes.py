@@ -37,7 +37,7 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,7 @@ from mock_server.engine.engine import Engine, EngineConfig
 from mock_server.engine.losses import ConfigValue
 from mock_server.engine.model import Adapter, LoraConfig
 from mock_server.engine.sampling import SampleResult, SampleSpec
+from mock_server.engine.slices import Unfinished
 from mock_server.engine.training import (
     AdamConfig,
     DatumInput,
@@ -83,8 +84,10 @@ class _Process:
         # creation is cancelled before it runs stays counted until the next creation here).
         self.placed = 0
         self.busy = 0  # calls in progress or waiting for the pipe (sampling placement)
-        # Handles of models the service let go (see `_release`), dropped before the next call.
+        # Handles of models the service let go (see `_release`) and of paused samples it gave
+        # up on, dropped before the next call.
         self.released: list[int] = []
+        self.dropped_samples: list[int] = []
         self._lock = threading.Lock()
         ours, theirs = socket.socketpair()
         # A plain interpreter running this module (not multiprocessing's spawn, which would
@@ -112,6 +115,9 @@ class _Process:
                 try:
                     while self.released:
                         ipc.send(self._conn, ["drop", self.released.pop()])
+                        ipc.receive(self._conn)
+                    while self.dropped_samples:
+                        ipc.send(self._conn, ["sample_drop", self.dropped_samples.pop()])
                         ipc.receive(self._conn)
                     ipc.send(self._conn, request)
                     reply = ipc.receive(self._conn)
@@ -197,6 +203,32 @@ class EngineProcesses:
         )
         result: SampleResult = process.call(["sample", base_model, dict(weights), spec])
         return result
+
+    def sample_sliced(
+        self, base_model: str, weights: Adapter, spec: SampleSpec, slice_seconds: float
+    ) -> SampleResult | Unfinished[SampleResult]:
+        """`Engine.sample_sliced` in an engine process: a paused sample waits there, so its next
+        slice must run on that process's worker (`Unfinished.affinity`)."""
+        process = getattr(self._bound, "process", None) or min(
+            self._processes, key=lambda p: (p.busy, p.index)
+        )
+        request = ["sample_sliced", base_model, dict(weights), spec, slice_seconds]
+        return self._slice(process, process.call(request), slice_seconds)
+
+    def _slice(
+        self, process: _Process, reply: Any, slice_seconds: float
+    ) -> SampleResult | Unfinished[SampleResult]:
+        if not isinstance(reply, dict):
+            result: SampleResult = reply
+            return result
+        key = reply["paused"]
+        return Unfinished(
+            lambda: self._slice(
+                process, process.call(["sample_resume", key, slice_seconds]), slice_seconds
+            ),
+            process.index,
+            lambda: process.dropped_samples.append(key),
+        )
 
     def close(self) -> None:
         for process in self._processes:
@@ -294,18 +326,27 @@ def _release(process: _Process, handle: int) -> None:
 # ----- the child ------------------------------------------------------------------------------
 
 
+@dataclass
+class _State:
+    """What an engine process holds."""
+
+    engine: Engine
+    models: dict[int, TrainingModel] = field(default_factory=dict)
+    losses: dict[str, DatumLoss] = field(default_factory=dict)  # compiled, by their source
+    paused: dict[int, Unfinished[SampleResult]] = field(default_factory=dict)  # samples
+    next_paused: int = 0
+
+
 def _serve(conn: Connection, seed: int, intra_op_threads: int | None) -> None:
     """An engine process: answer calls until the socket closes."""
-    engine = Engine(EngineConfig(seed=seed, intra_op_threads=intra_op_threads))
-    models: dict[int, TrainingModel] = {}
-    losses: dict[str, DatumLoss] = {}  # compiled custom losses by their source
+    state = _State(Engine(EngineConfig(seed=seed, intra_op_threads=intra_op_threads)))
     while True:
         try:
             request = ipc.receive(conn)
         except (EOFError, OSError):
             return
         try:
-            reply = _answer(engine, models, losses, request)
+            reply = _answer(state, request)
         except Exception as exc:  # the caller raises it; this process goes on
             reply = ipc.error_message(exc)
         try:
@@ -316,12 +357,8 @@ def _serve(conn: Connection, seed: int, intra_op_threads: int | None) -> None:
             return
 
 
-def _answer(
-    engine: Engine,
-    models: dict[int, TrainingModel],
-    losses: dict[str, DatumLoss],
-    request: list[Any],
-) -> Any:
+def _answer(state: _State, request: list[Any]) -> Any:
+    engine, models, losses = state.engine, state.models, state.losses
     kind = request[0]
     if kind == "call":
         _, handle, method, *args = request
@@ -334,6 +371,22 @@ def _answer(
     if kind == "sample":
         _, base_model, weights, spec = request
         return engine.sample(base_model, weights, spec)
+    if kind in ("sample_sliced", "sample_resume"):
+        if kind == "sample_sliced":
+            _, base_model, weights, spec, seconds = request
+            value = engine.sample_sliced(base_model, weights, spec, seconds)
+        else:
+            value = state.paused.pop(request[1]).resume()
+        if not isinstance(value, Unfinished):
+            return value
+        state.next_paused += 1
+        state.paused[state.next_paused] = value
+        return {"paused": state.next_paused}
+    if kind == "sample_drop":
+        paused = state.paused.pop(request[1], None)
+        if paused is not None:
+            paused.drop()
+        return None
     if kind in ("create", "from_checkpoint"):
         handle = request[1]
         if kind == "create":

@@ -16,6 +16,7 @@ and is NaN), so a snapshot reproduces the training forward bit for bit.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass, field
 
 import torch
@@ -176,45 +177,60 @@ def _stops(generated: list[int], stop_ids: tuple[int, ...], stop_strings: tuple[
 
 
 def sample(base: BaseWeights, weights: Adapter, spec: SampleSpec) -> SampleResult:
+    """Sample `spec` from `weights` (an empty dict: the base model) in one go."""
+    steps = sample_steps(base, weights, spec)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            result: SampleResult = done.value
+            return result
+
+
+# As a decorator on a generator function, no_grad holds only while the generator runs: the
+# thread that resumes it keeps its own grad mode between tokens (a `with` block would not).
+@torch.no_grad()
+def sample_steps(
+    base: BaseWeights, weights: Adapter, spec: SampleSpec
+) -> Generator[None, None, SampleResult]:
+    """`sample` one generated token at a time: it yields after each token and returns the
+    result, so a caller can pause between tokens (`engine.Unfinished`: other sessions take their
+    turns) without changing a bit of the outcome. Validates before the first token."""
     validate_spec(spec, base.spec.vocab_size, base.spec.max_context_length)
     stop_ids = (base.spec.eos_token_id,) if spec.stop_token_ids is None else spec.stop_token_ids
     generator = torch.Generator().manual_seed(spec.seed)
     prompt = spec.prompt
-    with torch.no_grad():
-        head = OutputHead(base, weights)
-        sequences = []
-        for _ in range(spec.num_samples):
-            generated: list[int] = []
-            stop_reason = "length"
-            for _ in range(spec.max_tokens):
-                context = torch.cat([prompt, torch.tensor(generated, dtype=torch.int64)])
-                logits = head.next_token_logits(base, weights, context)
-                if spec.temperature == 0:
-                    token = int(logits.argmax())
-                else:
-                    token = _draw(*_candidates(logits, spec), generator)
-                generated.append(token)
-                if _stops(generated, stop_ids, spec.stop_strings):
-                    stop_reason = "stop"
-                    break
-            full = torch.cat([prompt, torch.tensor(generated, dtype=torch.int64)])
-            logprobs = target_logprobs(base, weights, full[:-1], full[1:])[prompt.numel() - 1 :]
-            topk = None
-            if spec.topk_sample_logprobs:  # the model's own top-k at each sampled position
-                ids, values = topk_logprobs(base, weights, full[:-1], spec.topk_sample_logprobs)
-                topk = ids[prompt.numel() - 1 :], values[prompt.numel() - 1 :]
-            sequences.append(SampledSequence(generated, logprobs.tolist(), stop_reason, topk))
-        return SampleResult(
-            sequences=sequences,
-            prompt_logprobs=_prompt_logprobs(base, weights, prompt)
-            if spec.prompt_logprobs
-            else None,
-            topk_prompt_logprobs=_topk_prompt(base, weights, prompt, spec.topk_prompt_logprobs),
-            target_prompt_logprobs=_target_prompt(
-                base, weights, prompt, spec.target_prompt_logprobs
-            ),
-            prompt_alt_tokens=_prompt_alt_tokens(base, weights, spec),
-        )
+    head = OutputHead(base, weights)
+    sequences = []
+    for _ in range(spec.num_samples):
+        generated: list[int] = []
+        stop_reason = "length"
+        for _ in range(spec.max_tokens):
+            context = torch.cat([prompt, torch.tensor(generated, dtype=torch.int64)])
+            logits = head.next_token_logits(base, weights, context)
+            if spec.temperature == 0:
+                token = int(logits.argmax())
+            else:
+                token = _draw(*_candidates(logits, spec), generator)
+            generated.append(token)
+            if _stops(generated, stop_ids, spec.stop_strings):
+                stop_reason = "stop"
+                break
+            yield
+        full = torch.cat([prompt, torch.tensor(generated, dtype=torch.int64)])
+        logprobs = target_logprobs(base, weights, full[:-1], full[1:])[prompt.numel() - 1 :]
+        topk = None
+        if spec.topk_sample_logprobs:  # the model's own top-k at each sampled position
+            ids, values = topk_logprobs(base, weights, full[:-1], spec.topk_sample_logprobs)
+            topk = ids[prompt.numel() - 1 :], values[prompt.numel() - 1 :]
+        sequences.append(SampledSequence(generated, logprobs.tolist(), stop_reason, topk))
+    return SampleResult(
+        sequences=sequences,
+        prompt_logprobs=_prompt_logprobs(base, weights, prompt) if spec.prompt_logprobs else None,
+        topk_prompt_logprobs=_topk_prompt(base, weights, prompt, spec.topk_prompt_logprobs),
+        target_prompt_logprobs=_target_prompt(base, weights, prompt, spec.target_prompt_logprobs),
+        prompt_alt_tokens=_prompt_alt_tokens(base, weights, spec),
+    )
 
 
 def _prompt_logprobs(base: BaseWeights, weights: Adapter, prompt: Tensor) -> Tensor:

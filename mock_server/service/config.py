@@ -79,6 +79,9 @@ class ServerConfig:
     max_decompressed_bytes: int = 256 * 1024 * 1024  # cap after zstd decompression (413 above)
     # Results larger than this are announced with `complete_metadata` first (when allowed).
     metadata_threshold_bytes: int = 4 * 1024 * 1024
+    # A sample holds its engine worker for about this long at a time; between two slices (at a
+    # token boundary) other sessions' ops take their turns. Results do not depend on it.
+    sample_slice_seconds: float = 0.002
     # Engine workers (service/pool.py); None: one per CPU this process may use. More workers than
     # cores only contend; one model's ops never overlap regardless. With engine processes the
     # pool has one worker per process instead, and this is not used.
@@ -121,6 +124,7 @@ class ServerConfig:
             "seq_gap_timeout_seconds",
             "session_idle_seconds",
             "session_abandon_seconds",
+            "sample_slice_seconds",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")

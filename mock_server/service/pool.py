@@ -17,8 +17,14 @@ torch or disk work; the event loop hands it here and awaits the answer. Two rule
   models, disk reads) run on any. A free worker takes, in session rotation, the oldest job it
   may run, so one process's backlog never idles another process, and the turns stay fair.
 
-`cancel_queued(session)` fails a session's queued jobs (not those already running); the
-service calls it for sessions whose client is gone (`expiry.py`). Results return to the loop
+**Slices.** A job may return `engine.Unfinished` (a long sample, paused between two tokens):
+its next slice is queued as the session's oldest job, behind the other sessions' turns, and
+its caller keeps waiting. So a session's long work delays another session's next op by at most
+a slice per worker, not a whole sample.
+
+`cancel_queued(session)` fails a session's queued jobs (not those already running; a paused
+job's state is dropped); the service calls it for sessions whose client is gone (`expiry.py`).
+Results return to the loop
 with `call_soon_threadsafe`; a job whose awaiting task was cancelled still runs (engine work
 is never interrupted half-way) and its result is dropped.
 """
@@ -31,8 +37,10 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
+
+from mock_server.engine.slices import Unfinished
 
 T = TypeVar("T")
 _NO_SESSION = ""  # the queue of work that belongs to no session
@@ -52,6 +60,8 @@ class _Job:
     loop: asyncio.AbstractEventLoop
     answer: asyncio.Future[Any]
     affinity: int | None  # the only worker that may run it; None: any
+    session: str = _NO_SESSION
+    drop: Callable[[], None] | None = None  # a paused job's: let its state go
 
 
 class PoolClosed(RuntimeError):
@@ -72,7 +82,11 @@ class EnginePool:
         self._turns: deque[str] = deque()  # sessions with queued jobs, next to be served first
         self._running = 0
         self._closed = False
-        self._lock = threading.Condition()
+        self._lock = threading.Lock()
+        # One condition per worker, so a job wakes one worker that may run it (waking them all
+        # cost a GIL hand-off per sleeper on every job); `_idle`: workers waiting, in order.
+        self._wake = [threading.Condition(self._lock) for _ in range(self.workers)]
+        self._idle: deque[int] = deque()
         self._threads = [
             threading.Thread(target=self._serve, args=(i,), name=f"{name}-{i}", daemon=True)
             for i in range(self.workers)
@@ -88,17 +102,11 @@ class EnginePool:
         if affinity is not None and not 0 <= affinity < self.workers:
             raise ValueError(f"no worker {affinity} (workers 0..{self.workers - 1})")
         loop = asyncio.get_running_loop()
-        job = _Job(work, loop, loop.create_future(), affinity)
-        key = session or _NO_SESSION
+        job = _Job(work, loop, loop.create_future(), affinity, session or _NO_SESSION)
         with self._lock:
             if self._closed:
                 raise PoolClosed("the engine pool is shut down")
-            queue = self._queues.setdefault(key, deque())
-            if not queue:
-                self._turns.append(key)
-            queue.append(job)
-            # Every idle worker looks: only some of them may run this job.
-            self._lock.notify_all()
+            self._queue(job, first=False)
         result: T = await job.answer
         return result
 
@@ -120,6 +128,8 @@ class EnginePool:
             if jobs:
                 self._turns.remove(session)
         for job in jobs:
+            if job.drop is not None:
+                job.drop()
             job.loop.call_soon_threadsafe(_settle, job.answer, None, error)
         return len(jobs)
 
@@ -128,7 +138,8 @@ class EnginePool:
         with self._lock:
             self._closed = True
             sessions = list(self._queues)
-            self._lock.notify_all()
+            for wake in self._wake:
+                wake.notify()
         for session in sessions:
             self.cancel_queued(session, PoolClosed("the server is shutting down"))
         if wait:
@@ -153,7 +164,31 @@ class EnginePool:
                 return job
             if self._closed:
                 return None
-            self._lock.wait()
+            self._idle.append(worker)
+            self._wake[worker].wait()
+            if worker in self._idle:  # woken by shutdown, not by `_wake_one`
+                self._idle.remove(worker)
+
+    def _queue(self, job: _Job, first: bool) -> None:
+        """Queue `job` (as its session's oldest when `first`); call with the lock held."""
+        queue = self._queues.setdefault(job.session, deque())
+        if not queue:
+            self._turns.append(job.session)
+        if first:
+            queue.appendleft(job)
+        else:
+            queue.append(job)
+        self._wake_one(job.affinity)
+
+    def _wake_one(self, affinity: int | None) -> None:
+        """Wake an idle worker that may run a job of this affinity (any, when None); with none
+        idle, the job waits for the next worker to finish. Call with the lock held."""
+        if affinity is None:
+            if self._idle:
+                self._wake[self._idle.popleft()].notify()
+        elif affinity in self._idle:
+            self._idle.remove(affinity)
+            self._wake[affinity].notify()
 
     def _serve(self, worker: int) -> None:
         if self._bind is not None:
@@ -171,6 +206,19 @@ class EnginePool:
             finally:
                 with self._lock:
                     self._running -= 1
+            if isinstance(value, Unfinished):
+                with self._lock:
+                    if not self._closed:
+                        # The rest waits its session's next turn (it stays the oldest job).
+                        self._queue(
+                            replace(
+                                job, work=value.resume, affinity=value.affinity, drop=value.drop
+                            ),
+                            first=True,
+                        )
+                        continue
+                value.drop()
+                value, error = None, PoolClosed("the server is shutting down")
             # A closed loop (RuntimeError) has nobody awaiting the answer any more.
             with contextlib.suppress(RuntimeError):
                 job.loop.call_soon_threadsafe(_settle, job.answer, value, error)

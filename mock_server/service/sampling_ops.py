@@ -18,6 +18,7 @@ from mock_server.engine import SampleSpec, derive_seed, get_spec, load_checkpoin
 from mock_server.engine.errors import CheckpointError
 from mock_server.engine.model import Adapter
 from mock_server.engine.sampling import validate_spec
+from mock_server.engine.slices import Unfinished, then
 from mock_server.service import ids
 from mock_server.service.admission import DirectOp
 from mock_server.service.auth import Principal
@@ -167,12 +168,17 @@ class SampleOp(Operation[Sample, SubmittedFuture]):
         self._spec = _sample_spec(ctx, self._sampler, self.request)
         self._weights = self._sampler.weights
 
-    def run(self, ctx: ServiceContext) -> SampleResponse:
+    def run(self, ctx: ServiceContext) -> SampleResponse | Unfinished[SampleResponse]:
         req, sampler = self.request, self._sampler
-        return sample_response(
-            ctx.engine.sample(sampler.base_model, self._weights, self._spec),
-            req.target_prompt_logprobs,
-            req.prompt_logprobs_last_n,
+        # In slices: between two, other sessions' ops take their turns (pool.py, "Slices").
+        result = ctx.engine.sample_sliced(
+            sampler.base_model, self._weights, self._spec, ctx.config.sample_slice_seconds
+        )
+        return then(
+            result,
+            lambda done: sample_response(
+                done, req.target_prompt_logprobs, req.prompt_logprobs_last_n
+            ),
         )
 
 

@@ -34,6 +34,7 @@ from mock_server.engine import (
 )
 from mock_server.engine.custom_loss.compiler import compile_custom_loss
 from mock_server.engine.processes import EngineProcesses
+from mock_server.engine.slices import Unfinished
 from mock_server.service.pool import available_cores
 from tests.support.mock_process import running_mock_server
 from tinker_ref.loss_handle import encode_graph, trace_loss
@@ -263,3 +264,30 @@ def test_the_reference_passes_every_conformance_case_with_engine_processes(
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr[-3000:]}"
     cases = len(list((REPO_ROOT / "conformance/cases/v1").glob("*.json")))
     assert result.stdout.strip().splitlines()[-1].startswith(f"{cases} passed, 0 failed")
+
+
+def _finish(value: Any) -> tuple[Any, int]:
+    """Resume a sliced sample to its end: (result, how many slices it took)."""
+    slices = 1
+    while isinstance(value, Unfinished):
+        value, slices = value.resume(), slices + 1
+    return value, slices
+
+
+@pytest.mark.spec("DET-1")
+def test_a_sample_cut_into_one_token_slices_is_the_same_sample(
+    engines: tuple[Engine, EngineProcesses],
+) -> None:
+    spec = SampleSpec(prompt=torch.tensor([7, 8]), seed=3, num_samples=2, max_tokens=5)
+    whole = engines[0].sample(MODEL, {}, spec)
+    for engine in engines:
+        result, slices = _finish(engine.sample_sliced(MODEL, {}, spec, 0.0))
+        assert _same(result, whole)
+        assert slices == 2 * 5 + 1  # a pause after every token, then the end
+    # A paused sample let go in its process: the process forgets it, and serves on.
+    paused = engines[1].sample_sliced(MODEL, {}, spec, 0.0)
+    assert isinstance(paused, Unfinished) and paused.affinity is not None
+    paused.drop()
+    assert _same(_finish(engines[1].sample_sliced(MODEL, {}, spec, 0.0))[0], whole)
+    with pytest.raises(KeyError):
+        paused.resume()

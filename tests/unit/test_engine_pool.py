@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
+from mock_server.engine.slices import Unfinished
 from mock_server.service.pool import EnginePool, PoolClosed
 
 
@@ -135,4 +136,51 @@ async def test_sessions_take_turns_on_a_worker_their_jobs_are_pinned_to() -> Non
     gate.set()
     await asyncio.gather(newcomer, *backlog)
     assert order.index("b0") <= 2, order[:5]
+    pool.shutdown()
+
+
+@pytest.mark.asyncio
+async def test_a_job_in_slices_lets_other_sessions_run_between_its_slices() -> None:
+    pool = EnginePool(workers=1)
+    order: list[str] = []
+    dropped: list[str] = []
+
+    def sliced(name: str, slices: int) -> Callable[[], object]:
+        def work(done: int = 0) -> object:
+            order.append(f"{name}.{done}")
+            if done + 1 == slices:
+                return name
+            return Unfinished(lambda: work(done + 1), None, lambda: dropped.append(name))
+
+        return work
+
+    gate = threading.Event()
+    first = asyncio.ensure_future(pool.run(lambda: gate.wait(10), "c"))
+    await asyncio.sleep(0.05)  # the worker is held, so both jobs below are queued together
+    long = asyncio.ensure_future(pool.run(sliced("a", 4), "a"))
+    short = asyncio.ensure_future(pool.run(sliced("b", 1), "b"))
+    await asyncio.sleep(0.05)
+    gate.set()
+    assert await first is True and await long == "a" and await short == "b"
+    assert order == ["a.0", "b.0", "a.1", "a.2", "a.3"]  # b waited one slice, not four
+
+    # A session cancelled between two slices: the rest never runs and its state is dropped.
+    # d's first slice runs, then c's job holds the worker while d's second slice waits.
+    order.clear()
+    gate.clear()
+    later = threading.Event()
+    held = asyncio.ensure_future(pool.run(lambda: gate.wait(10), "c"))
+    await asyncio.sleep(0.05)
+    doomed = asyncio.ensure_future(pool.run(sliced("d", 3), "d"))
+    holder = asyncio.ensure_future(pool.run(lambda: later.wait(10), "c"))
+    await asyncio.sleep(0.05)
+    gate.set()
+    while pool.queued("d") == 0 or order != ["d.0"]:
+        await asyncio.sleep(0.005)
+    assert pool.cancel_queued("d", RuntimeError("client gone")) == 1
+    later.set()
+    with pytest.raises(RuntimeError, match="client gone"):
+        await doomed
+    await asyncio.gather(held, holder)
+    assert order == ["d.0"] and dropped == ["d"]
     pool.shutdown()

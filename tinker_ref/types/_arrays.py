@@ -27,8 +27,11 @@ def frozen_array(array: npt.NDArray[Any], dtype: np.dtype[Any]) -> npt.NDArray[A
         and array.flags.c_contiguous
     ):
         return array
-    with np.errstate(over="ignore"):  # float64 -> float32 narrowing: out of range becomes inf
-        copied = np.array(array, dtype=dtype, order="C", copy=True)
+    if array.dtype == dtype:  # a plain copy: nothing can overflow (and errstate costs ~20 us)
+        copied = np.array(array, order="C", copy=True)
+    else:
+        with np.errstate(over="ignore"):  # float64 -> float32 narrowing: out of range is inf
+            copied = np.array(array, dtype=dtype, order="C", copy=True)
     copied.flags.writeable = False
     return copied
 
