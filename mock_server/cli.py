@@ -130,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--long-poll-seconds", type=float, default=30.0, help=argparse.SUPPRESS)
     serve.add_argument(
+        "--sample-slice-seconds",
+        type=float,
+        default=ServerConfig.sample_slice_seconds,
+        help=argparse.SUPPRESS,
+    )
+    serve.add_argument(
         "--seq-gap-timeout-seconds", type=float, default=60.0, help=argparse.SUPPRESS
     )
     serve.add_argument(
@@ -232,6 +238,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         seq_gap_timeout_seconds=args.seq_gap_timeout_seconds,
         session_idle_seconds=args.session_idle_seconds,
         session_abandon_seconds=args.session_abandon_seconds,
+        sample_slice_seconds=args.sample_slice_seconds,
         engine_processes=default_engine_processes()
         if args.engine_processes is None
         else args.engine_processes,
