@@ -35,8 +35,11 @@ def run(settings: suite.Settings, fresh_servers: bool = True) -> dict[str, Any]:
         rows += suite.client_latency(settings, server.url, server.grpc_target, official_python)
         small = (settings.model, settings.datums, settings.tokens)
         heavy = (settings.heavy_model, settings.heavy_datums, settings.heavy_tokens)
-        rows.append(suite.server_overhead(settings, server.url, small, "small model", 1.5))
-        rows.append(suite.server_overhead(settings, server.url, heavy, ">= 100 ms compute", 1.1))
+        pid = server.process.pid
+        rows.append(suite.server_overhead(settings, server.url, pid, small, "small model", 1.25))
+        rows.append(
+            suite.server_overhead(settings, server.url, pid, heavy, ">= 100 ms compute", 1.1)
+        )
         rows += suite.tensor_codec(settings)
         rows.append(suite.sampling_large_vocabulary(settings, server.url))
         rows.append(suite.fairness_under_abandonment(settings))  # a server of its own

@@ -220,13 +220,13 @@ def peak_rss_mib(pid: int) -> float:
     return total
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU time a live process and its live descendants have used so far
-    (Linux /proc): the server's engine processes count."""
+def process_cpu_seconds(pid: int, descendants: bool = True) -> float:
+    """User + system CPU time a live process and (unless told not to) its live descendants have
+    used so far (Linux /proc): the server's engine processes count."""
     import os
 
     total = 0
-    for member in process_tree(pid):
+    for member in process_tree(pid) if descendants else [pid]:
         try:
             fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
         except FileNotFoundError:  # exited meanwhile

@@ -234,25 +234,52 @@ def in_process_step(model_name: str, datums: int, tokens: int) -> Callable[[], f
 
 
 def server_overhead(
-    settings: Settings, http_url: str, workload: tuple[str, int, int], label: str, target: float
+    settings: Settings,
+    http_url: str,
+    server_pid: int,
+    workload: tuple[str, int, int],
+    label: str,
+    target: float,
 ) -> dict[str, Any]:
+    """HTTP step over the engine's own calls in this process, and where the HTTP step's CPU
+    went: per step, the server's main process, its engine processes, and the client."""
     import sys
 
     (worker,) = start_workers([Worker(sys.executable, "tinker_ref", "http", http_url, *workload)])
+    cpu = {"server main process": 0.0, "engine processes": 0.0, "client": 0.0}
+    http_steps = 0
+
+    def http_step() -> float:
+        nonlocal http_steps
+        main, tree = process_cpu_seconds(server_pid, False), process_cpu_seconds(server_pid)
+        figures = worker.command("custom", steps)
+        cpu["server main process"] += process_cpu_seconds(server_pid, False) - main
+        cpu["engine processes"] += process_cpu_seconds(server_pid) - tree
+        cpu["client"] += sum(figures["cpu_seconds"])
+        http_steps += steps
+        return statistics.fmean(figures["seconds"])
+
     try:
         direct = in_process_step(*workload)
         steps = settings.steps
         a, b, load = interleaved(
-            lambda: worker.mean_step("custom", steps),
+            http_step,
             lambda: statistics.fmean(direct() for _ in range(steps)),
             settings.runs,
         )
     finally:
         worker.close()
+    cpu["engine processes"] -= cpu["server main process"]  # the tree counts the main process
     name = f"server overhead ({label}): HTTP step / in-process engine"
     row = ratio_row(3, name, a, b, load, target, True)
     row["workload"] = {"model": workload[0], "datums": workload[1], "tokens": workload[2]}
     row["in_process_step_ms"] = b.median * 1000
+    row["cpu_ms_per_step"] = {key: 1000 * value / http_steps for key, value in cpu.items()}
+    split = ", ".join(f"{key} {value:.1f} ms" for key, value in row["cpu_ms_per_step"].items())
+    row["note"] = (
+        f"CPU per HTTP step ({label}): {split}; the in-process engine step is "
+        f"{b.median * 1000:.1f} ms of CPU and wall time"
+    )
     return row
 
 

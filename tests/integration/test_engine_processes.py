@@ -36,6 +36,7 @@ from mock_server.engine.custom_loss.compiler import compile_custom_loss
 from mock_server.engine.processes import EngineProcesses
 from mock_server.engine.slices import Unfinished
 from mock_server.service.pool import available_cores
+from tests.support.engine_data import same_bits
 from tests.support.mock_process import running_mock_server
 from tinker_ref.loss_handle import encode_graph, trace_loss
 
@@ -86,24 +87,6 @@ def _uploaded_loss() -> Any:
     return compile_custom_loss("weighted", inputs, encode_graph(handle).to_json()).as_datum_loss()
 
 
-def _same(a: Any, b: Any) -> bool:
-    """Equal trees, tensors compared bit for bit (NaN equal to NaN)."""
-    if isinstance(a, torch.Tensor):
-        return (
-            isinstance(b, torch.Tensor)
-            and a.dtype == b.dtype
-            and a.shape == b.shape
-            and torch.equal(torch.nan_to_num(a, nan=1e30), torch.nan_to_num(b, nan=1e30))
-        )
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list | tuple):
-        return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
-    if hasattr(a, "__dataclass_fields__"):
-        return type(a) is type(b) and _same(vars(a), vars(b))
-    return bool(a == b)
-
-
 @pytest.mark.spec("DET-1")
 def test_a_training_run_gives_the_same_bits_in_engine_processes(
     engines: tuple[Engine, EngineProcesses],
@@ -127,10 +110,10 @@ def test_a_training_run_gives_the_same_bits_in_engine_processes(
             ]
             for model in models
         ]
-        assert _same(results[0], results[1]), f"step {step}"
+        assert same_bits(results[0], results[1]), f"step {step}"
     local, remote = models
-    assert _same(local.weights(), remote.weights())
-    assert _same(local.optimizer_state(), remote.optimizer_state())
+    assert same_bits(local.weights(), remote.weights())
+    assert same_bits(local.optimizer_state(), remote.optimizer_state())
     assert (remote.base.spec.name, remote.lora, remote.lora_seed) == (
         MODEL,
         lora,
@@ -140,11 +123,11 @@ def test_a_training_run_gives_the_same_bits_in_engine_processes(
     # A checkpoint's weights and Adam state, loaded into a new model and into an existing one.
     checkpoint = Checkpoint(MODEL, lora, 11, local.weights(), local.optimizer_state())
     restored = [engine.model_from_checkpoint(checkpoint) for engine in engines]
-    assert _same(*(model.digest(include_optimizer=True) for model in restored))
+    assert same_bits(*(model.digest(include_optimizer=True) for model in restored))
     for model in restored:
         model.load(checkpoint.weights, None)
-    assert _same(*(model.optim_step(adam) for model in restored))
-    assert _same(*(model.weights() for model in restored))
+    assert same_bits(*(model.optim_step(adam) for model in restored))
+    assert same_bits(*(model.weights() for model in restored))
 
 
 @pytest.mark.spec("DET-1")
@@ -165,7 +148,7 @@ def test_sampling_gives_the_same_tokens_and_logprobs_in_engine_processes(
     )
     for adapter in (weights, {}):  # a trained snapshot and the base model
         results = [engine.sample(MODEL, adapter, spec) for engine in engines]
-        assert _same(results[0], results[1])
+        assert same_bits(results[0], results[1])
 
 
 def test_errors_come_back_with_their_class_field_and_message(
@@ -282,12 +265,12 @@ def test_a_sample_cut_into_one_token_slices_is_the_same_sample(
     whole = engines[0].sample(MODEL, {}, spec)
     for engine in engines:
         result, slices = _finish(engine.sample_sliced(MODEL, {}, spec, 0.0))
-        assert _same(result, whole)
+        assert same_bits(result, whole)
         assert slices == 2 * 5 + 1  # a pause after every token, then the end
     # A paused sample let go in its process: the process forgets it, and serves on.
     paused = engines[1].sample_sliced(MODEL, {}, spec, 0.0)
     assert isinstance(paused, Unfinished) and paused.affinity is not None
     paused.drop()
-    assert _same(_finish(engines[1].sample_sliced(MODEL, {}, spec, 0.0))[0], whole)
+    assert same_bits(_finish(engines[1].sample_sliced(MODEL, {}, spec, 0.0))[0], whole)
     with pytest.raises(KeyError):
         paused.resume()

@@ -9,6 +9,7 @@ Owns what lets a test state its fact in a few lines:
   a forward_only cross-entropy pass with zero weights, client autograd, then cross-entropy with
   `weights = -dC/dlogprobs`; and the reference it must equal, direct autograd of C through
   `mock_server.engine.model.target_logprobs` on a detached copy of the adapters (spec DET-4);
+- `same_bits`: two result trees (tensors, dataclasses, containers) equal, tensors byte for byte;
 - `determinism_trace` (a short run as exact strings) and `run_python` (fresh interpreters, run
   concurrently), for the determinism and memory tests.
 
@@ -268,6 +269,26 @@ def some_gradient_is_nonzero(g: Grads) -> bool:
 
 
 # ----- determinism traces -----
+
+
+def same_bits(a: Any, b: Any) -> bool:
+    """Equal trees of tensors, engine dataclasses, dicts (same key order), lists and tuples
+    (same type) and plain values; tensors equal in dtype, shape and every byte (so NaN equals
+    the same NaN, and -0.0 differs from 0.0)."""
+    if isinstance(a, Tensor):
+        if not (isinstance(b, Tensor) and a.dtype == b.dtype and a.shape == b.shape):
+            return False
+        flat_a, flat_b = a.detach().contiguous().view(-1), b.detach().contiguous().view(-1)
+        return bool(
+            flat_a.numel() == 0 or torch.equal(flat_a.view(torch.uint8), flat_b.view(torch.uint8))
+        )
+    if isinstance(a, dict):
+        return type(b) is dict and list(a) == list(b) and all(same_bits(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return type(a) is type(b) and len(a) == len(b) and all(map(same_bits, a, b))
+    if hasattr(a, "__dataclass_fields__"):
+        return type(a) is type(b) and same_bits(vars(a), vars(b))
+    return type(a) is type(b) and bool(a == b)
 
 
 def _hex(t: Tensor) -> str:

@@ -18,6 +18,7 @@ from mock_server.engine import ipc
 from mock_server.engine.errors import InvalidInputError, UnknownBaseModelError
 from mock_server.engine.model import LoraConfig
 from mock_server.engine.training import DatumInput, ForwardBackwardResult
+from tests.support.engine_data import same_bits
 
 
 @pytest.fixture
@@ -59,30 +60,13 @@ trees = st.recursive(
 )
 
 
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, torch.Tensor):
-        return (
-            isinstance(b, torch.Tensor)
-            and a.dtype == b.dtype
-            and a.shape == b.shape
-            and a.view(-1).view(torch.uint8).tolist() == b.view(-1).view(torch.uint8).tolist()
-            if a.numel()
-            else isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape
-        )
-    if isinstance(a, dict):
-        return type(b) is dict and list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list | tuple):
-        return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
-    return type(a) is type(b) and a == b
-
-
 @given(tree=trees)
 def test_every_tree_comes_back_equal_with_tensors_bit_for_bit(tree: object) -> None:
     left, right = socket.socketpair()
     sender, receiver = Connection(left.detach()), Connection(right.detach())
     try:
         ipc.send(sender, tree)
-        assert _same(tree, ipc.receive(receiver))
+        assert same_bits(tree, ipc.receive(receiver))
     finally:
         sender.close()
         receiver.close()
@@ -99,7 +83,7 @@ def test_engine_dataclasses_come_back_as_themselves_and_tensors_are_writable(
     ]
     lora, datum, result = _round_trip(pipe, message)
     assert lora == LoraConfig(rank=3, train_mlp=False)
-    assert isinstance(datum, DatumInput) and _same(datum.loss_fn_inputs["weights"], nan)
+    assert isinstance(datum, DatumInput) and same_bits(datum.loss_fn_inputs["weights"], nan)
     assert isinstance(result, ForwardBackwardResult) and result.metrics == {"loss:sum": 1.5}
     datum.tokens.add_(1)  # its own memory: writable, and no other tensor changes
     assert datum.tokens.tolist() == [1, 2, 3, 4]
