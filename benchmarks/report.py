@@ -27,6 +27,10 @@ def markdown_table(results: dict[str, Any]) -> str:
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     rows = results["rows"]
+    notes: dict[str, int] = {}  # each note once, under the first row that has it
+    for row in rows:
+        if "note" in row:
+            notes.setdefault(row["note"], row["row"])
     for row in [r for r in rows if r["row"] <= 5]:
         lines.append(_ratio_line(row))
     lines.append(_scaling_line(results["scaling"]))
@@ -37,11 +41,8 @@ def markdown_table(results: dict[str, Any]) -> str:
         f"{memory['large']['peak_rss_mib']:.0f} MiB | - | <= 1024 MiB; <= 2048 MiB "
         f"| {_verdict(memory['met'])} | - |"
     )
-    notes: dict[str, int] = {}  # each note once, under the first row that has it
     for row in [r for r in rows if r["row"] > 5]:
         lines.append(_ratio_line(row))
-        if "note" in row:
-            notes.setdefault(row["note"], row["row"])
     for note, number in notes.items():
         lines += ["", f"Row {number}: {note}."]
     return "\n".join(lines)
@@ -155,8 +156,14 @@ def plot_scaling(results: dict[str, Any], path: Path) -> None:
     figure, axis = plt.subplots(figsize=(6, 4))
     axis.plot(clients, medians, marker="o", label="aggregate steps/s (median)")
     axis.fill_between(clients, lows, highs, alpha=0.2, label="min-max over runs")
+    # One client per core at most can run at once: "linear" stops at the machine's cores.
+    cores = results["scaling"].get("cpus", max(clients))
     axis.plot(
-        clients, [medians[0] * n for n in clients], linestyle="--", color="grey", label="linear"
+        clients,
+        [medians[0] * min(n, cores) for n in clients],
+        linestyle="--",
+        color="grey",
+        label=f"linear up to {cores} cores",
     )
     for point, median in zip(points, medians, strict=True):
         if "free_cores" in point:  # how many cores other work left free at this count
