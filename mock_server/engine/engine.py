@@ -9,6 +9,7 @@ same server seed and the same request sequence always produce the same weights.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -23,7 +24,7 @@ from mock_server.engine.model import (
     init_base_weights,
 )
 from mock_server.engine.sampling import SampleResult, SampleSpec, sample, sample_steps
-from mock_server.engine.slices import Unfinished, advance
+from mock_server.engine.slices import Preemption, Unfinished, advance
 from mock_server.engine.training import TrainingModel
 
 
@@ -43,6 +44,15 @@ class Engine:
             torch.set_num_threads(self.config.intra_op_threads)
         self._bases: dict[str, BaseWeights] = {}
         self._lock = threading.Lock()
+        self._preemption = Preemption()
+
+    def bind_worker(self, worker: int) -> None:
+        """`EnginePool`'s `bind`: the calling thread is pool worker `worker`."""
+        self._preemption.bind(worker)
+
+    def preempt(self, worker: int) -> None:
+        """`EnginePool`'s `preempt`: sliced work on `worker` pauses at its next step."""
+        self._preemption.request(worker)
 
     @staticmethod
     def affinity(model: object) -> None:
@@ -85,8 +95,14 @@ class Engine:
         return sample(self.base_weights(base_model), weights, spec)
 
     def sample_sliced(
-        self, base_model: str, weights: Adapter, spec: SampleSpec, slice_seconds: float
+        self,
+        base_model: str,
+        weights: Adapter,
+        spec: SampleSpec,
+        slice_seconds: float,
+        pause: Callable[[], bool] | None = None,
     ) -> SampleResult | Unfinished[SampleResult]:
-        """`sample`, paused every `slice_seconds` (between tokens) as an `Unfinished`; the same
-        result, bit for bit."""
-        return advance(sample_steps(self.base_weights(base_model), weights, spec), slice_seconds)
+        """`sample`, paused (between tokens) as an `Unfinished` when another session waits for
+        this worker (`preempt`) or after `slice_seconds`; the same result, bit for bit."""
+        steps = sample_steps(self.base_weights(base_model), weights, spec)
+        return advance(steps, slice_seconds, pause or self._preemption.taken)

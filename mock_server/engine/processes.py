@@ -28,6 +28,7 @@ answers (about one `import torch`: the CLI server holds requests meanwhile, `sta
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -90,23 +91,31 @@ class _Process:
         self.dropped_samples: list[int] = []
         self._lock = threading.Lock()
         ours, theirs = socket.socketpair()
+        # A second socket, one way: "pause your sliced work" (`preempt`), read between tokens.
+        self._preempt, their_preempt = socket.socketpair()
+        self._preempt.setblocking(False)
         # A plain interpreter running this module (not multiprocessing's spawn, which would
         # re-import the parent's __main__: a user's script, pytest).
-        argv = [sys.executable, "-m", __name__, str(theirs.fileno()), str(config.seed)]
+        fds = [theirs.fileno(), their_preempt.fileno()]
+        argv = [sys.executable, "-m", __name__, *map(str, fds), str(config.seed)]
         argv.append(str(config.intra_op_threads or 0))
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             [str(_SOURCE_ROOT), *filter(None, [env.get("PYTHONPATH")])]
         )
-        self._process = subprocess.Popen(
-            argv, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, env=env
-        )
+        self._process = subprocess.Popen(argv, pass_fds=fds, stdin=subprocess.DEVNULL, env=env)
         theirs.close()
+        their_preempt.close()
         self._conn = Connection(ours.detach())
 
     @property
     def pid(self) -> int:
         return self._process.pid
+
+    def preempt(self) -> None:
+        """Ask the sliced work running here to pause at its next step (never blocks)."""
+        with contextlib.suppress(OSError):  # full (a request is pending anyway) or closed
+            self._preempt.send(b"!")
 
     def call(self, request: list[Any]) -> Any:
         self.busy += 1
@@ -134,6 +143,7 @@ class _Process:
     def close(self) -> None:
         with self._lock:
             self._conn.close()  # the child's receive ends: it exits
+            self._preempt.close()
         try:
             self._process.wait(10)
         except subprocess.TimeoutExpired:
@@ -175,6 +185,10 @@ class EngineProcesses:
         """Make the calling thread feed process `worker` (mod the count): `EnginePool`'s `bind`.
         Samples and new models from this thread then run there."""
         self._bound.process = self._processes[worker % len(self._processes)]
+
+    def preempt(self, worker: int) -> None:
+        """`EnginePool`'s `preempt`: sliced work in process `worker` pauses at its next step."""
+        self._processes[worker % len(self._processes)].preempt()
 
     def placement(self) -> int:
         """The process a new model should live in: the fewest models, counting those placed
@@ -331,15 +345,26 @@ class _State:
     """What an engine process holds."""
 
     engine: Engine
+    preempted: Callable[[], bool]  # whether the server asked sliced work to pause
     models: dict[int, TrainingModel] = field(default_factory=dict)
     losses: dict[str, DatumLoss] = field(default_factory=dict)  # compiled, by their source
     paused: dict[int, Unfinished[SampleResult]] = field(default_factory=dict)  # samples
     next_paused: int = 0
 
 
-def _serve(conn: Connection, seed: int, intra_op_threads: int | None) -> None:
+def _serve(
+    conn: Connection, preempt: socket.socket, seed: int, intra_op_threads: int | None
+) -> None:
     """An engine process: answer calls until the socket closes."""
-    state = _State(Engine(EngineConfig(seed=seed, intra_op_threads=intra_op_threads)))
+    preempt.setblocking(False)
+
+    def preempted() -> bool:  # one non-blocking read per generated token
+        try:
+            return bool(preempt.recv(4096))
+        except BlockingIOError:
+            return False
+
+    state = _State(Engine(EngineConfig(seed=seed, intra_op_threads=intra_op_threads)), preempted)
     while True:
         try:
             request = ipc.receive(conn)
@@ -374,7 +399,7 @@ def _answer(state: _State, request: list[Any]) -> Any:
     if kind in ("sample_sliced", "sample_resume"):
         if kind == "sample_sliced":
             _, base_model, weights, spec, seconds = request
-            value = engine.sample_sliced(base_model, weights, spec, seconds)
+            value = engine.sample_sliced(base_model, weights, spec, seconds, state.preempted)
         else:
             value = state.paused.pop(request[1]).resume()
         if not isinstance(value, Unfinished):
@@ -439,5 +464,5 @@ _COMPILED_LOSSES_KEPT = 64
 _SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the directory holding mock_server/
 
 if __name__ == "__main__":
-    fd, seed, threads = (int(arg) for arg in sys.argv[1:4])
-    _serve(Connection(fd), seed, threads or None)
+    fd, preempt_fd, seed, threads = (int(arg) for arg in sys.argv[1:5])
+    _serve(Connection(fd), socket.socket(fileno=preempt_fd), seed, threads or None)

@@ -6,6 +6,7 @@ CLI's start-up path must not import torch (tests/unit/test_cli_imports.py).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -40,8 +41,15 @@ def then(value: T | Unfinished[T], after: Callable[[T], U]) -> U | Unfinished[U]
     return after(value)
 
 
-def advance(steps: Generator[None, None, T], seconds: float) -> T | Unfinished[T]:
-    """Run `steps` for about `seconds` (at least one step): its result, or where it paused."""
+def never() -> bool:
+    return False
+
+
+def advance(
+    steps: Generator[None, None, T], seconds: float, pause: Callable[[], bool] = never
+) -> T | Unfinished[T]:
+    """Run `steps` (at least one) until they are done, `seconds` have passed, or `pause()`
+    says another session waits for this worker: the result, or where it paused."""
     deadline = time.perf_counter() + seconds
     while True:
         try:
@@ -49,5 +57,26 @@ def advance(steps: Generator[None, None, T], seconds: float) -> T | Unfinished[T
         except StopIteration as done:
             result: T = done.value
             return result
-        if time.perf_counter() >= deadline:
-            return Unfinished(lambda: advance(steps, seconds), None, steps.close)
+        if pause() or time.perf_counter() >= deadline:
+            return Unfinished(lambda: advance(steps, seconds, pause), None, steps.close)
+
+
+class Preemption:
+    """Per pool worker, whether another session waits for it (`EnginePool`'s `preempt`):
+    the sliced work that worker runs pauses at its next step. In-process engines keep the
+    flags here; engine processes carry them to the process on a socket of their own."""
+
+    def __init__(self) -> None:
+        self._flags: dict[int, bool] = {}
+        self._local = threading.local()  # .worker: the pool worker this thread is
+
+    def bind(self, worker: int) -> None:
+        self._local.worker = worker
+
+    def request(self, worker: int) -> None:
+        self._flags[worker] = True
+
+    def taken(self) -> bool:
+        """Whether this thread's worker was asked to pause (the request is used up)."""
+        worker = getattr(self._local, "worker", None)
+        return worker is not None and self._flags.pop(worker, False)

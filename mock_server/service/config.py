@@ -79,9 +79,10 @@ class ServerConfig:
     max_decompressed_bytes: int = 256 * 1024 * 1024  # cap after zstd decompression (413 above)
     # Results larger than this are announced with `complete_metadata` first (when allowed).
     metadata_threshold_bytes: int = 4 * 1024 * 1024
-    # A sample holds its engine worker for about this long at a time; between two slices (at a
-    # token boundary) other sessions' ops take their turns. Results do not depend on it.
-    sample_slice_seconds: float = 0.002
+    # A sample pauses (between two tokens) as soon as another session's op waits for its engine
+    # worker, and after this long at the latest; other sessions take their turns in between
+    # (service/pool.py, "Slices"). Results do not depend on it.
+    sample_slice_seconds: float = 0.05
     # Engine workers (service/pool.py); None: one per CPU this process may use. More workers than
     # cores only contend; one model's ops never overlap regardless. With engine processes the
     # pool has one worker per process instead, and this is not used.

@@ -19,8 +19,11 @@ torch or disk work; the event loop hands it here and awaits the answer. Two rule
 
 **Slices.** A job may return `engine.Unfinished` (a long sample, paused between two tokens):
 its next slice is queued as the session's oldest job, behind the other sessions' turns, and
-its caller keeps waiting. So a session's long work delays another session's next op by at most
-a slice per worker, not a whole sample.
+its caller keeps waiting. Sliced work pauses when a job of another session is queued that it
+keeps waiting (`preempt(worker)`: the engine makes that worker's sliced work stop at its next
+token), or after `sample_slice_seconds` at the latest. So a session's long work delays another
+session's next op by about one token per worker, not a whole sample, and costs nothing extra
+while nobody else waits.
 
 `cancel_queued(session)` fails a session's queued jobs (not those already running; a paused
 job's state is dropped); the service calls it for sessions whose client is gone (`expiry.py`).
@@ -74,10 +77,14 @@ class EnginePool:
         workers: int | None = None,
         name: str = "tinker-engine",
         bind: Callable[[int], None] | None = None,
+        preempt: Callable[[int], None] | None = None,
     ) -> None:
-        """`bind(i)` runs first in worker thread `i` (engine processes: which one it feeds)."""
+        """`bind(i)` runs first in worker thread `i` (engine processes: which one it feeds);
+        `preempt(i)` asks the sliced work running on worker `i` to pause soon."""
         self.workers = workers or available_cores()
         self._bind = bind
+        self._preempt = preempt
+        self._current: list[_Job | None] = [None] * self.workers  # what each worker runs
         self._queues: dict[str, deque[_Job]] = {}  # session -> its queued jobs, oldest first
         self._turns: deque[str] = deque()  # sessions with queued jobs, next to be served first
         self._running = 0
@@ -178,17 +185,35 @@ class EnginePool:
             queue.appendleft(job)
         else:
             queue.append(job)
-        self._wake_one(job.affinity)
+        if not self._wake_one(job.affinity) and not first:
+            self._preempt_for(job)
 
-    def _wake_one(self, affinity: int | None) -> None:
-        """Wake an idle worker that may run a job of this affinity (any, when None); with none
-        idle, the job waits for the next worker to finish. Call with the lock held."""
+    def _preempt_for(self, job: _Job) -> None:
+        """No worker is free for `job`: ask one that may run it, and runs another session's
+        work, to pause that work at its next step (only sliced work listens). Lock held."""
+        if self._preempt is None:
+            return
+        for worker, running in enumerate(self._current):
+            if (
+                job.affinity in (None, worker)
+                and running is not None
+                and running.session != job.session
+            ):
+                self._preempt(worker)
+                return
+
+    def _wake_one(self, affinity: int | None) -> bool:
+        """Wake an idle worker that may run a job of this affinity (any, when None): whether
+        there was one. Otherwise the job waits for a worker to finish. Lock held."""
         if affinity is None:
             if self._idle:
                 self._wake[self._idle.popleft()].notify()
+                return True
         elif affinity in self._idle:
             self._idle.remove(affinity)
             self._wake[affinity].notify()
+            return True
+        return False
 
     def _serve(self, worker: int) -> None:
         if self._bind is not None:
@@ -199,6 +224,7 @@ class EnginePool:
                 if job is None:
                     return
                 self._running += 1
+                self._current[worker] = job
             try:
                 value, error = job.work(), None
             except BaseException as exc:  # handed to the awaiting task, never lost
@@ -206,6 +232,7 @@ class EnginePool:
             finally:
                 with self._lock:
                     self._running -= 1
+                    self._current[worker] = None
             if isinstance(value, Unfinished):
                 with self._lock:
                     if not self._closed:

@@ -190,9 +190,8 @@ class TinkerService:
                 engine = Engine(engine_config)
         # Engine processes: one pool worker feeds each (pool.py, "Affinity").
         workers = config.worker_threads
-        bind = None
         if isinstance(engine, EngineProcesses):
-            workers, bind = engine.count, engine.bind_worker
+            workers = engine.count
         self._temp_dir: Path | None = None
         data_dir = config.data_dir
         if data_dir is None:
@@ -202,7 +201,7 @@ class TinkerService:
         self.ctx = ServiceContext(
             config=config,
             engine=engine,
-            pool=pool or EnginePool(workers, bind=bind),
+            pool=pool or EnginePool(workers, bind=engine.bind_worker, preempt=engine.preempt),
             ids=IdMinter(config.seed),
             futures=FutureStore(config.result_grace_seconds, config.result_ttl_seconds),
             sequencer=Sequencer(config.seq_gap_timeout_seconds, config.dedupe_window),

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -274,3 +275,26 @@ def test_a_sample_cut_into_one_token_slices_is_the_same_sample(
     assert same_bits(_finish(engines[1].sample_sliced(MODEL, {}, spec, 0.0))[0], whole)
     with pytest.raises(KeyError):
         paused.resume()
+
+
+@pytest.mark.spec("DET-1")
+def test_a_preempted_sample_pauses_at_once_and_is_still_the_same_sample(
+    engines: tuple[Engine, EngineProcesses],
+) -> None:
+    spec = SampleSpec(prompt=torch.tensor([1, 2]), seed=5, num_samples=3, max_tokens=40)
+    whole = engines[0].sample(MODEL, {}, spec)
+    for engine in engines:
+        paused: list[Any] = []
+
+        def worker(engine: Engine | EngineProcesses = engine, paused: list[Any] = paused) -> None:
+            engine.bind_worker(0)  # as the pool's worker 0
+            engine.preempt(0)  # another session waits for this worker
+            paused.append(engine.sample_sliced(MODEL, {}, spec, slice_seconds=60.0))
+
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join(60)
+        # Without the request the 60 s slice would have run all 120 tokens in one go.
+        assert isinstance(paused[0], Unfinished), type(engine).__name__
+        result, slices = _finish(paused[0])
+        assert slices == 2 and same_bits(result, whole)

@@ -184,3 +184,26 @@ async def test_a_job_in_slices_lets_other_sessions_run_between_its_slices() -> N
     await asyncio.gather(held, holder)
     assert order == ["d.0"] and dropped == ["d"]
     pool.shutdown()
+
+
+@pytest.mark.asyncio
+async def test_another_sessions_job_preempts_the_busy_worker_it_waits_for() -> None:
+    asked: list[int] = []
+    pool = EnginePool(workers=2, preempt=asked.append)
+    gate = threading.Event()
+    held = [asyncio.ensure_future(pool.run(lambda: gate.wait(10), "a", affinity=i)) for i in (0, 1)]
+    await asyncio.sleep(0.05)  # both workers run session a's work
+    same = asyncio.ensure_future(pool.run(lambda: "a-next", "a", affinity=1))
+    await asyncio.sleep(0.01)
+    assert asked == []  # a session does not preempt itself: its own order holds
+    other = asyncio.ensure_future(pool.run(lambda: "b", "b", affinity=1))
+    await asyncio.sleep(0.01)
+    assert asked == [1]  # the worker b must run on, not any busy one
+    anywhere = asyncio.ensure_future(pool.run(lambda: "c", "c"))
+    await asyncio.sleep(0.01)
+    assert asked == [1, 0]  # no affinity: the first busy worker of another session
+    gate.set()
+    assert await asyncio.gather(*held, same, other, anywhere) == [True, True, "a-next", "b", "c"]
+    free = await pool.run(lambda: "d", "d")  # idle workers: nobody is asked to pause
+    assert free == "d" and asked == [1, 0]
+    pool.shutdown()
