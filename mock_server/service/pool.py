@@ -179,7 +179,10 @@ class EnginePool:
     def _queue(self, job: _Job, first: bool) -> None:
         """Queue `job` (as its session's oldest when `first`); call with the lock held."""
         queue = self._queues.setdefault(job.session, deque())
-        if not queue:
+        if first and queue:  # the rest of a job that just had its turn: to the back of the line
+            self._turns.remove(job.session)
+            self._turns.append(job.session)
+        elif not queue:
             self._turns.append(job.session)
         if first:
             queue.appendleft(job)

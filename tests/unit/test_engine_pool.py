@@ -207,3 +207,29 @@ async def test_another_sessions_job_preempts_the_busy_worker_it_waits_for() -> N
     free = await pool.run(lambda: "d", "d")  # idle workers: nobody is asked to pause
     assert free == "d" and asked == [1, 0]
     pool.shutdown()
+
+
+@pytest.mark.asyncio
+async def test_a_newcomer_runs_right_after_the_slice_running_when_it_arrived() -> None:
+    # The cookbook case: one session's backlog fills the pool, then a new session arrives
+    # while a slice of that backlog runs. It must not wait for the backlog's next slice too.
+    pool = EnginePool(workers=1)
+    order: list[str] = []
+    gate = threading.Event()
+
+    def sliced(done: int = 0) -> object:
+        if done == 0:
+            gate.wait(10)  # the slice that is running when the newcomer arrives
+        order.append(f"a.{done}")
+        return "a" if done == 2 else Unfinished(lambda: sliced(done + 1))
+
+    backlog = [asyncio.ensure_future(pool.run(sliced, "a"))]
+    await asyncio.sleep(0.05)
+    backlog += [asyncio.ensure_future(pool.run(lambda: order.append("a-more"), "a"))]
+    await asyncio.sleep(0.05)
+    newcomer = asyncio.ensure_future(pool.run(lambda: order.append("b"), "b"))
+    await asyncio.sleep(0.05)
+    gate.set()
+    await asyncio.gather(newcomer, *backlog)
+    assert order[:2] == ["a.0", "b"], order
+    pool.shutdown()
