@@ -34,7 +34,7 @@ from mock_server.engine import (
     UnknownBaseModelError,
 )
 from mock_server.engine.custom_loss.compiler import compile_custom_loss
-from mock_server.engine.processes import EngineProcesses
+from mock_server.engine.processes import ENGINE_NICENESS, EngineProcesses
 from mock_server.engine.slices import Unfinished
 from mock_server.service.pool import available_cores
 from tests.support.engine_data import same_bits
@@ -298,3 +298,11 @@ def test_a_preempted_sample_pauses_at_once_and_is_still_the_same_sample(
         assert isinstance(paused[0], Unfinished), type(engine).__name__
         result, slices = _finish(paused[0])
         assert slices == 2 and same_bits(result, whole)
+
+
+def test_engine_processes_run_below_the_servers_priority(
+    engines: tuple[Engine, EngineProcesses],
+) -> None:
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    for pid in engines[1].pids():
+        assert os.getpriority(os.PRIO_PROCESS, pid) == min(own + ENGINE_NICENESS, 19)
