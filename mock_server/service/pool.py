@@ -1,9 +1,10 @@
 """`EnginePool`: the threads engine work runs in, shared fairly between sessions.
 
 Engine work (a forward/backward, an optimizer step, a sample, a checkpoint read) is blocking
-torch or disk work; the event loop hands it here and awaits the answer. Two rules shape it:
+torch or disk work; the event loop hands it here and awaits the answer. Three rules shape it:
 
-* **As many workers as cores** (default: the CPUs this process may use). Torch runs one
+* **As many workers as cores** (default: the CPUs this process may use; with engine processes,
+  one per process). Torch runs one
   intra-op thread per call (the engine pins it, for determinism), so more workers than cores
   only make them contend for the cores and the GIL: the work gets slower as clients are added.
 * **Sessions take turns.** Work waits in one queue per session, and a free worker takes the
@@ -27,9 +28,8 @@ while nobody else waits.
 
 `cancel_queued(session)` fails a session's queued jobs (not those already running; a paused
 job's state is dropped); the service calls it for sessions whose client is gone (`expiry.py`).
-Results return to the loop
-with `call_soon_threadsafe`; a job whose awaiting task was cancelled still runs (engine work
-is never interrupted half-way) and its result is dropped.
+Results return to the loop with `call_soon_threadsafe`; a job whose awaiting task was cancelled
+still runs (engine work is never interrupted half-way) and its result is dropped.
 """
 
 from __future__ import annotations
