@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import warnings
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -45,14 +46,35 @@ def legacy_runs() -> dict[str, Any]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 stdout, stderr = process.communicate()
-            if process.returncode != 0:
+            result = _result_line(stdout)
+            if process.returncode != 0 and not (process.returncode < 0 and result is not None):
                 pytest.fail(
                     f"tinker {version} driver failed ({process.returncode}):\n{stderr[-6000:]}\n"
                     f"--- server ---\n{server.stderr()[-3000:]}"
                 )
-            runs[version] = json.loads(stdout.strip().splitlines()[-1])
+            if process.returncode != 0:
+                # Seen once under a loaded CI run: the 0.24.1 driver printed its whole result,
+                # then died of SIGABRT with nothing on stderr, in the old SDK's interpreter
+                # teardown. The workflow is complete; the tests below judge it.
+                warnings.warn(
+                    f"tinker {version} driver died of signal {-process.returncode} after "
+                    "printing its result",
+                    stacklevel=1,
+                )
+            assert result is not None
+            runs[version] = result
         runs["records"] = server.requests()
     return runs
+
+
+def _result_line(stdout: str) -> dict[str, Any] | None:
+    """The driver's result (its last stdout line, a JSON object), or None if it printed none."""
+    lines = stdout.strip().splitlines()
+    try:
+        result = json.loads(lines[-1]) if lines else None
+    except json.JSONDecodeError:
+        return None
+    return result if isinstance(result, dict) and "sdk_version" in result else None
 
 
 @pytest.mark.spec("WIRE-6", "WIRE-7", "WIRE-18", "SMP-7")
