@@ -103,7 +103,7 @@ def receive(conn: Connection) -> Any:
     """Read one message from `conn` (blocking; EOFError when the other end closed)."""
     frame = bytearray(conn.recv_bytes())  # writable: the tensors are views of it
     length = int.from_bytes(frame[:4], "little")
-    return _decode(json.loads(frame[4 : 4 + length]), frame, 4 + length)
+    return _Reader(frame, 4 + length).value(json.loads(frame[4 : 4 + length]))
 
 
 def error_message(error: BaseException) -> dict[str, Any]:
@@ -181,10 +181,6 @@ class _Reader:
             return {self.value(k): self.value(v) for k, v in value["dict"]}
         cls = _DATACLASSES[value["dataclass"]]
         return cls(**{key: self.value(item) for key, item in value["fields"].items()})
-
-
-def _decode(header: Any, frame: bytearray, start: int) -> Any:
-    return _Reader(frame, start).value(header)
 
 
 _SIZES = {dtype: torch.empty((), dtype=dtype).element_size() for dtype in _DTYPES.values()}

@@ -85,10 +85,10 @@ class _Process:
         # creation is cancelled before it runs stays counted until the next creation here).
         self.placed = 0
         self.busy = 0  # calls in progress or waiting for the pipe (sampling placement)
-        # Handles of models the service let go (see `_release`) and of paused samples it gave
-        # up on, dropped before the next call.
-        self.released: list[int] = []
-        self.dropped_samples: list[int] = []
+        # Requests that free state here (["drop", model handle] for models the service let go,
+        # see `_release`; ["sample_drop", key] for paused samples it gave up on), sent before
+        # the next call: they may be noted while a call holds the lock.
+        self.released: list[list[Any]] = []
         self._lock = threading.Lock()
         ours, theirs = socket.socketpair()
         # A second socket, one way: "pause your sliced work" (`preempt`), read between tokens.
@@ -123,10 +123,7 @@ class _Process:
             with self._lock:
                 try:
                     while self.released:
-                        ipc.send(self._conn, ["drop", self.released.pop()])
-                        ipc.receive(self._conn)
-                    while self.dropped_samples:
-                        ipc.send(self._conn, ["sample_drop", self.dropped_samples.pop()])
+                        ipc.send(self._conn, self.released.pop())
                         ipc.receive(self._conn)
                     ipc.send(self._conn, request)
                     reply = ipc.receive(self._conn)
@@ -212,9 +209,7 @@ class EngineProcesses:
         return self._place(["from_checkpoint", checkpoint])
 
     def sample(self, base_model: str, weights: Adapter, spec: SampleSpec) -> SampleResult:
-        process = getattr(self._bound, "process", None) or min(
-            self._processes, key=lambda p: (p.busy, p.index)
-        )
+        process = self._fed_or(lambda p: (p.busy, p.index))
         result: SampleResult = process.call(["sample", base_model, dict(weights), spec])
         return result
 
@@ -223,9 +218,7 @@ class EngineProcesses:
     ) -> SampleResult | Unfinished[SampleResult]:
         """`Engine.sample_sliced` in an engine process: a paused sample waits there, so its next
         slice must run on that process's worker (`Unfinished.affinity`)."""
-        process = getattr(self._bound, "process", None) or min(
-            self._processes, key=lambda p: (p.busy, p.index)
-        )
+        process = self._fed_or(lambda p: (p.busy, p.index))
         request = ["sample_sliced", base_model, dict(weights), spec, slice_seconds]
         return self._slice(process, process.call(request), slice_seconds)
 
@@ -241,18 +234,21 @@ class EngineProcesses:
                 process, process.call(["sample_resume", key, slice_seconds]), slice_seconds
             ),
             process.index,
-            lambda: process.dropped_samples.append(key),
+            lambda: process.released.append(["sample_drop", key]),
         )
 
     def close(self) -> None:
         for process in self._processes:
             process.close()
 
+    def _fed_or(self, rank: Callable[[_Process], tuple[int, int]]) -> _Process:
+        """The process this thread feeds (a pool worker's), else the lowest-ranked one."""
+        bound: _Process | None = getattr(self._bound, "process", None)
+        return bound or min(self._processes, key=rank)
+
     def _place(self, request: list[Any]) -> RemoteModel:
         with self._placement:
-            process = getattr(self._bound, "process", None) or min(
-                self._processes, key=lambda p: (p.models + p.placed, p.index)
-            )
+            process = self._fed_or(lambda p: (p.models + p.placed, p.index))
             process.placed = max(process.placed - 1, 0)  # placement() reserved it
             process.models += 1
         handle = next(self._handles)
@@ -334,7 +330,7 @@ def _release(process: _Process, handle: int) -> None:
     # Runs whenever the garbage collector frees a RemoteModel, possibly inside a call on this
     # very process (its lock held): so it only notes the handle, and the next call drops it.
     process.models -= 1
-    process.released.append(handle)
+    process.released.append(["drop", handle])
 
 
 # ----- the child ------------------------------------------------------------------------------
